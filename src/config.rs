@@ -1,0 +1,462 @@
+//! Configuration: read once from flags and environment variables, checked as
+//! a whole so that every problem is reported in one go, before any network
+//! call is made.
+
+use std::fmt;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use reqwest::Url;
+
+/// Exit status for configuration errors, as documented in the README.
+pub const EXIT_CONFIG: i32 = 2;
+
+/// Command-line flags; each one can also come from the environment variable
+/// the reference tool used, so existing deployments keep working unchanged.
+#[derive(Debug, Parser)]
+#[command(name = "drone-queue-cloudwatch", version, about, long_about = None)]
+pub struct Args {
+    /// Base URL of the Drone server, e.g. https://drone.example.com
+    #[arg(long, env = "DRONE_SERVER", value_name = "URL")]
+    pub drone_server: Option<String>,
+
+    /// Token of a Drone admin (user or machine account). Prefer the
+    /// environment variable: other users of the machine can see flags.
+    #[arg(long, env = "DRONE_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub drone_token: Option<String>,
+
+    /// CloudWatch namespace the metrics are published to
+    #[arg(
+        long = "namespace",
+        visible_alias = "cloudwatch-metrics-namespace",
+        env = "CLOUDWATCH_METRICS_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
+    pub namespace: Option<String>,
+
+    /// Longest time the queue request may take, connection included
+    /// (e.g. 10s, 2500ms); inside Lambda it is also cut to fit the invocation
+    #[arg(long, env = "DRONE_TIMEOUT", value_name = "DURATION", default_value = "10s")]
+    pub drone_timeout: String,
+
+    /// Read the queue and print what would be published; needs no AWS
+    /// credentials and sends nothing to CloudWatch
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// How the dry run prints what would be published
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Log format; the default is JSON inside Lambda and text elsewhere
+    #[arg(long, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Output of a dry run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A table for people
+    Table,
+    /// One JSON document for programs
+    Json,
+}
+
+/// Format of the log lines written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Plain text, one line per event
+    Text,
+    /// One JSON object per line (what CloudWatch Logs can query)
+    Json,
+}
+
+/// The Drone token. Its `Debug` never shows the value, so a `{:?}` of any
+/// structure that holds it is safe to log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token; surrounding white space (a newline from a file) is
+    /// dropped.
+    pub fn new(raw: &str) -> Token {
+        Token(raw.trim().to_string())
+    }
+
+    /// The token itself, for the one place that needs it: the request header.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Replaces every occurrence of the token in `text` (a server may echo
+    /// request headers back in an error page).
+    pub fn redact(&self, text: &str) -> String {
+        if self.0.is_empty() { text.to_string() } else { text.replace(&self.0, "[redacted]") }
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token([redacted])")
+    }
+}
+
+/// Checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base URL of the Drone server, without a trailing slash.
+    pub drone_server: Url,
+    /// Admin token for the queue API.
+    pub drone_token: Token,
+    /// CloudWatch namespace.
+    pub namespace: String,
+    /// Upper bound for reading the queue.
+    pub drone_timeout: Duration,
+    /// Print instead of publishing.
+    pub dry_run: bool,
+    /// Dry-run output format.
+    pub output: OutputFormat,
+}
+
+/// One thing wrong with the configuration, naming the variable and flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// The equivalent flag.
+    pub flag: &'static str,
+    /// What is wrong and what to do about it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}): {}", self.variable, self.flag, self.message)
+    }
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError(pub Vec<ConfigProblem>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(f, "{n} configuration problem{}:", if n == 1 { "" } else { "s" })?;
+        for problem in &self.0 {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Checks the flags and returns a config, or every problem at once.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] listing each variable that is missing or invalid.
+    pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let mut problem = |variable, flag, message: String| {
+            problems.push(ConfigProblem { variable, flag, message });
+        };
+
+        let drone_server = match args.drone_server.as_deref().map(str::trim) {
+            None | Some("") => {
+                problem(
+                    "DRONE_SERVER",
+                    "--drone-server",
+                    "not set; set it to the base URL of the Drone server, \
+                     e.g. https://drone.example.com"
+                        .into(),
+                );
+                None
+            }
+            Some(raw) => match parse_server_url(raw) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    problem("DRONE_SERVER", "--drone-server", why);
+                    None
+                }
+            },
+        };
+
+        let drone_token = match args.drone_token.as_deref().map(Token::new) {
+            None => {
+                problem(
+                    "DRONE_TOKEN",
+                    "--drone-token",
+                    "not set; set it to the API token of a Drone admin \
+                     (shown on the account page of the Drone UI)"
+                        .into(),
+                );
+                None
+            }
+            Some(token) => match check_token(&token) {
+                Ok(()) => Some(token),
+                Err(why) => {
+                    problem("DRONE_TOKEN", "--drone-token", why);
+                    None
+                }
+            },
+        };
+
+        let namespace = match args.namespace.as_deref() {
+            None | Some("") => {
+                problem(
+                    "CLOUDWATCH_METRICS_NAMESPACE",
+                    "--namespace",
+                    "not set; set it to the CloudWatch namespace your alarms use, e.g. Drone"
+                        .into(),
+                );
+                None
+            }
+            Some(ns) => match check_namespace(ns) {
+                Ok(()) => Some(ns.to_string()),
+                Err(why) => {
+                    problem("CLOUDWATCH_METRICS_NAMESPACE", "--namespace", why);
+                    None
+                }
+            },
+        };
+
+        let drone_timeout = match parse_duration(&args.drone_timeout) {
+            Ok(d) if d.is_zero() || d > Duration::from_secs(900) => {
+                problem(
+                    "DRONE_TIMEOUT",
+                    "--drone-timeout",
+                    format!(
+                        "{:?} is out of range; give a duration from 1ms to 15m, e.g. 10s",
+                        args.drone_timeout
+                    ),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(why) => {
+                problem("DRONE_TIMEOUT", "--drone-timeout", why);
+                None
+            }
+        };
+
+        match (drone_server, drone_token, namespace, drone_timeout) {
+            (Some(drone_server), Some(drone_token), Some(namespace), Some(drone_timeout))
+                if problems.is_empty() =>
+            {
+                Ok(Config {
+                    drone_server,
+                    drone_token,
+                    namespace,
+                    drone_timeout,
+                    dry_run: args.dry_run,
+                    output: args.output,
+                })
+            }
+            _ => Err(ConfigError(problems)),
+        }
+    }
+}
+
+/// Accepts an http(s) base URL; the path may carry a prefix (a Drone behind
+/// a reverse proxy under `/drone`), but not the API path itself.
+fn parse_server_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| {
+        format!("{raw:?} is not a URL ({e}); give the base URL, e.g. https://drone.example.com")
+    })?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("{raw:?} must start with https:// or http://"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{raw:?} has no host name"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Credentials in the URL would end up in every log line naming it.
+        return Err(
+            "must not contain a user name or password; put the token in DRONE_TOKEN".to_string()
+        );
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{raw:?} must not have a query string or fragment"));
+    }
+    let path = url.path().trim_end_matches('/').to_string();
+    if path.ends_with("/api") || path.ends_with("/api/queue") {
+        return Err(format!(
+            "{raw:?} should be the server's base URL without the API path; \
+             drop the trailing {:?}",
+            &path[path.rfind("/api").unwrap_or(0)..]
+        ));
+    }
+    let mut url = url;
+    url.set_path(&path);
+    Ok(url)
+}
+
+fn check_token(token: &Token) -> Result<(), String> {
+    let value = token.expose();
+    if value.is_empty() {
+        return Err("is empty; set it to the API token of a Drone admin".into());
+    }
+    // An HTTP header carries visible ASCII only; a token with anything else
+    // cannot be sent and usually means a copy-and-paste accident.
+    if !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("contains spaces, control characters or non-ASCII characters; \
+                    copy the token again from the Drone UI"
+            .into());
+    }
+    Ok(())
+}
+
+/// CloudWatch's rules for a namespace (facts §3.1).
+fn check_namespace(ns: &str) -> Result<(), String> {
+    if ns.len() > 255 {
+        return Err(format!("is {} characters long; CloudWatch allows at most 255", ns.len()));
+    }
+    if !ns.is_ascii() || ns.chars().any(|c| c.is_ascii_control()) {
+        return Err(format!(
+            "{:?} must be printable ASCII (CloudWatch refuses other characters)",
+            ns.escape_debug().to_string()
+        ));
+    }
+    if ns.trim().is_empty() {
+        return Err("is only white space".into());
+    }
+    if ns.starts_with(':') {
+        return Err(format!("{ns:?} must not start with ':'"));
+    }
+    if ns.starts_with("AWS/") {
+        return Err(format!("{ns:?} must not start with AWS/, which is reserved for AWS services"));
+    }
+    Ok(())
+}
+
+/// Parses `10s`, `1500ms`, `2m`, `1h`, or a bare number of seconds.
+///
+/// # Errors
+///
+/// A message naming the value when it is not a duration.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let text = raw.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("{raw:?} is not a duration; write e.g. 10s, 1500ms or 2m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!("{raw:?} has an unknown unit {other:?}; use ms, s, m or h"));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{raw:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(server: Option<&str>, token: Option<&str>, ns: Option<&str>) -> Args {
+        Args {
+            drone_server: server.map(String::from),
+            drone_token: token.map(String::from),
+            namespace: ns.map(String::from),
+            drone_timeout: "10s".into(),
+            dry_run: false,
+            output: OutputFormat::Table,
+            log_format: None,
+        }
+    }
+
+    fn variables(err: &ConfigError) -> Vec<&'static str> {
+        err.0.iter().map(|p| p.variable).collect()
+    }
+
+    #[test]
+    fn all_missing_variables_are_reported_together() {
+        let err = Config::from_args(&args(None, None, None)).unwrap_err();
+        assert_eq!(
+            variables(&err),
+            ["DRONE_SERVER", "DRONE_TOKEN", "CLOUDWATCH_METRICS_NAMESPACE"]
+        );
+        assert!(err.to_string().starts_with("3 configuration problems:"), "{err}");
+    }
+
+    #[test]
+    fn valid_configuration_is_accepted_and_normalised() {
+        let cfg = Config::from_args(&args(
+            Some("https://drone.example.com/ci/"),
+            Some("  abc123\n"),
+            Some("Drone"),
+        ))
+        .unwrap();
+        assert_eq!(cfg.drone_server.as_str(), "https://drone.example.com/ci");
+        assert_eq!(cfg.drone_token.expose(), "abc123");
+        assert_eq!(cfg.drone_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases = [
+            (args(Some("drone.example.com"), Some("t"), Some("N")), "DRONE_SERVER", "not a URL"),
+            (args(Some("ftp://x"), Some("t"), Some("N")), "DRONE_SERVER", "https://"),
+            (args(Some("https://u:p@x"), Some("t"), Some("N")), "DRONE_SERVER", "password"),
+            (args(Some("https://x/api/"), Some("t"), Some("N")), "DRONE_SERVER", "/api"),
+            (args(Some("https://x"), Some(" "), Some("N")), "DRONE_TOKEN", "empty"),
+            (args(Some("https://x"), Some("a b"), Some("N")), "DRONE_TOKEN", "spaces"),
+            (args(Some("https://x"), Some("t"), Some(":N")), "CLOUDWATCH_METRICS_NAMESPACE", "':'"),
+            (
+                args(Some("https://x"), Some("t"), Some("AWS/EC2")),
+                "CLOUDWATCH_METRICS_NAMESPACE",
+                "reserved",
+            ),
+            (
+                args(Some("https://x"), Some("t"), Some("Zürich")),
+                "CLOUDWATCH_METRICS_NAMESPACE",
+                "ASCII",
+            ),
+            (
+                args(Some("https://x"), Some("t"), Some("  ")),
+                "CLOUDWATCH_METRICS_NAMESPACE",
+                "white space",
+            ),
+        ];
+        for (args, variable, needle) in cases {
+            let err = Config::from_args(&args).unwrap_err();
+            assert_eq!(variables(&err), [variable], "{err}");
+            assert!(err.to_string().contains(needle), "{err} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn a_bad_token_is_never_echoed() {
+        let err =
+            Config::from_args(&args(Some("https://x"), Some("sec ret"), Some("N"))).unwrap_err();
+        assert!(!err.to_string().contains("sec ret"));
+        assert_eq!(format!("{:?}", Token::new("s3cr3t")), "Token([redacted])");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").unwrap_err().contains("unit"));
+        let mut a = args(Some("https://x"), Some("t"), Some("N"));
+        a.drone_timeout = "0s".into();
+        assert_eq!(variables(&Config::from_args(&a).unwrap_err()), ["DRONE_TIMEOUT"]);
+    }
+
+    #[test]
+    fn redaction_replaces_every_occurrence() {
+        let t = Token::new("tok");
+        assert_eq!(t.redact("a tok b tok"), "a [redacted] b [redacted]");
+    }
+}

@@ -1,0 +1,450 @@
+//! The Drone side: the stage as `GET /api/queue` sends it, and the client
+//! that reads it. Every way the read can fail has its own error, naming the
+//! URL (never the token) and what to do.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::{StatusCode, Url};
+use serde::{Deserialize, Deserializer};
+
+use crate::config::Token;
+
+/// The largest queue answer accepted. Drone sends about 350 bytes per stage,
+/// so this is some 190,000 stages; anything bigger is not a Drone queue and
+/// would only exhaust a Lambda's memory.
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
+
+/// One stage of the queue, as Drone's `core.Stage` serialises it. Only `id`
+/// and `status` are required; every other field may be absent or `null`
+/// (older servers and forks omit some), and unknown fields are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Stage {
+    /// Stage id; the queue is ordered by it.
+    pub id: i64,
+    /// Repository id, used by the `limit` and `throttle` rules.
+    #[serde(default, deserialize_with = "nullable")]
+    pub repo_id: i64,
+    /// Pipeline name.
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    /// Pipeline type (`docker` when empty).
+    #[serde(default, rename = "type", deserialize_with = "nullable")]
+    pub pipeline_type: String,
+    /// `pending` or `running`; anything else is not counted.
+    pub status: String,
+    /// Name of the runner that accepted the stage, empty if none.
+    #[serde(default, deserialize_with = "nullable")]
+    pub machine: String,
+    /// Platform operating system.
+    #[serde(default, deserialize_with = "nullable")]
+    pub os: String,
+    /// Platform architecture.
+    #[serde(default, deserialize_with = "nullable")]
+    pub arch: String,
+    /// Platform variant (e.g. `v8`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub variant: String,
+    /// Platform kernel version (e.g. `1809`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub kernel: String,
+    /// Pipeline `concurrency.limit` (0 = none).
+    #[serde(default, deserialize_with = "nullable")]
+    pub limit: i64,
+    /// Repository throttle at trigger time (0 = none).
+    #[serde(default, deserialize_with = "nullable")]
+    pub throttle: i64,
+    /// Unix seconds.
+    #[serde(default, deserialize_with = "nullable")]
+    pub created: i64,
+    /// Unix seconds.
+    #[serde(default, deserialize_with = "nullable")]
+    pub updated: i64,
+    /// The pipeline's `node:` labels, which route it to runners.
+    #[serde(default, deserialize_with = "nullable")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Treats an explicit `null` like an absent field.
+fn nullable<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
+
+/// What a stage's status means for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageState {
+    /// Waiting for a runner (or accepted by one and about to start).
+    Pending,
+    /// On a runner.
+    Running,
+    /// Any other status; the queue API never returns one, so it is logged
+    /// and left out.
+    Other,
+}
+
+impl Stage {
+    /// Classifies the status.
+    pub fn state(&self) -> StageState {
+        match self.status.as_str() {
+            "pending" => StageState::Pending,
+            "running" => StageState::Running,
+            _ => StageState::Other,
+        }
+    }
+}
+
+/// Why the queue could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The connection failed.
+    #[error(
+        "could not connect to the Drone server at {url}: {cause}; \
+         check DRONE_SERVER and that the server is reachable from here"
+    )]
+    Connect { url: Url, cause: String },
+    /// No complete answer within the time allowed.
+    #[error(
+        "the Drone server at {url} did not answer within {}; \
+         check that the server is healthy, or raise DRONE_TIMEOUT",
+        humantime(*.timeout)
+    )]
+    Timeout { url: Url, timeout: Duration },
+    /// The request failed in another way (TLS, protocol, reset connection).
+    #[error("the request to {url} failed: {cause}")]
+    Request { url: Url, cause: String },
+    /// 401.
+    #[error(
+        "the Drone server at {url} does not know the token (401 Unauthorized); \
+         set DRONE_TOKEN to the API token of a Drone admin, from the account page of the Drone UI"
+    )]
+    Unauthorized { url: Url },
+    /// 403.
+    #[error(
+        "the Drone server at {url} knows the token but its user is not an admin (403 Forbidden); \
+         the queue API needs an admin token: use an admin user's token or an admin machine account"
+    )]
+    Forbidden { url: Url },
+    /// 404.
+    #[error(
+        "the Drone server has no queue API at {url} (404 Not Found); \
+         check DRONE_SERVER: it must be the server's base URL, with any path prefix \
+         of a reverse proxy, and without /api"
+    )]
+    NotFound { url: Url },
+    /// 501.
+    #[error(
+        "the Drone server at {url} does not serve the queue API (501 Not Implemented): \
+         it is an open-source (oss) build of Drone, which leaves the queue API out; \
+         run a Drone build that includes it"
+    )]
+    NotImplemented { url: Url },
+    /// Any other status.
+    #[error("the Drone server at {url} answered {status}: {message}")]
+    Status { url: Url, status: StatusCode, message: String },
+    /// The body is not JSON.
+    #[error(
+        "the answer from {url} is not JSON ({detail}); it starts with \"{snippet}\"; \
+         a proxy or login page may stand in front of the Drone server: check DRONE_SERVER"
+    )]
+    NotJson { url: Url, detail: String, snippet: String },
+    /// The body is JSON but not a list of stages.
+    #[error("the answer from {url} is JSON but not a Drone queue: {detail}")]
+    Shape { url: Url, detail: String },
+    /// The body is larger than anything a Drone queue can be.
+    #[error("the answer from {url} is larger than {} MiB; it is not a Drone queue", MAX_BODY_BYTES >> 20)]
+    TooLarge { url: Url },
+}
+
+fn humantime(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// Reads Drone's queue.
+#[derive(Debug, Clone)]
+pub struct DroneClient {
+    http: reqwest::Client,
+    queue_url: Url,
+    token: Token,
+}
+
+impl DroneClient {
+    /// Builds the client once; it is reused for every poll.
+    ///
+    /// # Errors
+    ///
+    /// When the HTTP client cannot be built (no TLS roots on the machine).
+    pub fn new(server: &Url, token: Token) -> Result<DroneClient, SourceError> {
+        let queue_url = queue_url(server);
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("drone-queue-cloudwatch/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| SourceError::Request { url: queue_url.clone(), cause: e.to_string() })?;
+        Ok(DroneClient { http, queue_url, token })
+    }
+
+    /// The URL polled.
+    pub fn queue_url(&self) -> &Url {
+        &self.queue_url
+    }
+
+    /// Reads the whole queue in one request, within `timeout` (connection
+    /// included).
+    ///
+    /// # Errors
+    ///
+    /// A [`SourceError`] for every way the read can fail; a failed read is
+    /// never turned into an empty queue.
+    pub async fn fetch(&self, timeout: Duration) -> Result<Vec<Stage>, SourceError> {
+        let url = self.queue_url.clone();
+        let mut auth = HeaderValue::try_from(format!("Bearer {}", self.token.expose()))
+            .map_err(|_| SourceError::Request { url: url.clone(), cause: "bad token".into() })?;
+        auth.set_sensitive(true);
+
+        let read = async {
+            let response = self
+                .http
+                .get(url.clone())
+                .header(AUTHORIZATION, auth)
+                .send()
+                .await
+                .map_err(|e| self.transport_error(&e, timeout))?;
+            let status = response.status();
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("no content type")
+                .to_string();
+            let body = read_body(response, &url).await.map_err(|e| match e {
+                BodyError::TooLarge => SourceError::TooLarge { url: url.clone() },
+                BodyError::Http(e) => self.transport_error(&e, timeout),
+            })?;
+            Ok::<_, SourceError>((status, content_type, body))
+        };
+        let (status, content_type, body) = tokio::time::timeout(timeout, read)
+            .await
+            .map_err(|_| SourceError::Timeout { url: url.clone(), timeout })??;
+
+        match status {
+            StatusCode::OK => parse_queue(&body).map_err(|problem| match problem {
+                ParseProblem::NotJson(detail) => SourceError::NotJson {
+                    url,
+                    detail: format!("content type {content_type}; {detail}"),
+                    snippet: self.snippet(&body),
+                },
+                ParseProblem::Shape(detail) => SourceError::Shape { url, detail },
+            }),
+            StatusCode::UNAUTHORIZED => Err(SourceError::Unauthorized { url }),
+            StatusCode::FORBIDDEN => Err(SourceError::Forbidden { url }),
+            StatusCode::NOT_FOUND => Err(SourceError::NotFound { url }),
+            StatusCode::NOT_IMPLEMENTED => Err(SourceError::NotImplemented { url }),
+            status => Err(SourceError::Status { url, status, message: self.server_message(&body) }),
+        }
+    }
+
+    fn transport_error(&self, e: &reqwest::Error, timeout: Duration) -> SourceError {
+        let url = self.queue_url.clone();
+        if e.is_timeout() {
+            return SourceError::Timeout { url, timeout };
+        }
+        let cause = self.token.redact(&error_chain(e));
+        if e.is_connect() {
+            SourceError::Connect { url, cause }
+        } else {
+            SourceError::Request { url, cause }
+        }
+    }
+
+    /// Drone's `{"message": ...}` text, or the start of whatever else came.
+    fn server_message(&self, body: &[u8]) -> String {
+        #[derive(Deserialize)]
+        struct Message {
+            message: String,
+        }
+        match serde_json::from_slice::<Message>(body) {
+            Ok(m) => self.token.redact(&printable(&m.message, 300)),
+            Err(_) if body.iter().all(u8::is_ascii_whitespace) => "(empty body)".to_string(),
+            Err(_) => format!("body starts with \"{}\"", self.snippet(body)),
+        }
+    }
+
+    fn snippet(&self, body: &[u8]) -> String {
+        self.token.redact(&printable(&String::from_utf8_lossy(&body[..body.len().min(400)]), 120))
+    }
+}
+
+/// `{server}/api/queue`, keeping any path prefix of the server URL.
+pub fn queue_url(server: &Url) -> Url {
+    let mut url = server.clone();
+    let path = format!("{}/api/queue", server.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url
+}
+
+enum BodyError {
+    TooLarge,
+    Http(reqwest::Error),
+}
+
+async fn read_body(mut response: reqwest::Response, _url: &Url) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::with_capacity(
+        response.content_length().map_or(64 * 1024, |n| n.min(MAX_BODY_BYTES as u64) as usize),
+    );
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Http)? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Why a 200 answer is not a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseProblem {
+    /// Not JSON at all (or cut off).
+    NotJson(String),
+    /// JSON, but not an array of stages.
+    Shape(String),
+}
+
+/// Parses a queue answer.
+///
+/// The fast path deserialises the stages directly. Only when that fails is
+/// the body parsed again as plain JSON, to say which stage and field are
+/// wrong: serde's line and column are useless on Drone's one-line answers.
+///
+/// # Errors
+///
+/// A [`ParseProblem`] saying what is wrong.
+pub fn parse_queue(body: &[u8]) -> Result<Vec<Stage>, ParseProblem> {
+    let err = match serde_json::from_slice::<Vec<Stage>>(body) {
+        Ok(stages) => return Ok(stages),
+        Err(err) => err,
+    };
+    let value: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(syntax) => return Err(ParseProblem::NotJson(syntax.to_string())),
+    };
+    let Some(items) = value.as_array() else {
+        return Err(ParseProblem::Shape(format!(
+            "expected an array of stages, got {}",
+            describe(&value)
+        )));
+    };
+    for (index, item) in items.iter().enumerate() {
+        if let Err(e) = Stage::deserialize(item) {
+            let id = item.get("id").map_or_else(|| "no id".to_string(), |id| format!("id {id}"));
+            return Err(ParseProblem::Shape(format!("stage #{index} ({id}): {e}")));
+        }
+    }
+    Err(ParseProblem::Shape(err.to_string()))
+}
+
+fn describe(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "null".into(),
+        serde_json::Value::Bool(_) => "a boolean".into(),
+        serde_json::Value::Number(_) => "a number".into(),
+        serde_json::Value::String(_) => "a string".into(),
+        serde_json::Value::Array(_) => "an array".into(),
+        serde_json::Value::Object(map) => {
+            let keys: Vec<&str> = map.keys().take(5).map(String::as_str).collect();
+            format!("an object with keys {keys:?}")
+        }
+    }
+}
+
+/// Text from a server, cut to `max` characters, with control characters
+/// escaped so that it cannot forge log lines.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).flat_map(char::escape_debug).collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out.replace("\\'", "'").replace("\\\"", "\"")
+}
+
+/// An error and its sources on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_url_keeps_a_path_prefix() {
+        let base = Url::parse("https://ci.example.com/drone").unwrap();
+        assert_eq!(queue_url(&base).as_str(), "https://ci.example.com/drone/api/queue");
+        let root = Url::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(queue_url(&root).as_str(), "http://127.0.0.1:8080/api/queue");
+    }
+
+    #[test]
+    fn optional_fields_may_be_absent_or_null_and_unknown_ones_are_ignored() {
+        let body = br#"[{"id":1,"status":"pending","labels":null,"machine":null,"x":{"y":1}},
+                        {"id":2,"status":"running","type":"exec","labels":{"a":""}}]"#;
+        let stages = parse_queue(body).unwrap();
+        assert_eq!(stages.len(), 2);
+        assert!(stages[0].labels.is_empty());
+        assert_eq!(stages[0].machine, "");
+        assert_eq!(stages[1].pipeline_type, "exec");
+        assert_eq!(stages[1].labels.get("a").map(String::as_str), Some(""));
+        assert_eq!(stages[1].state(), StageState::Running);
+    }
+
+    #[test]
+    fn not_json_is_told_apart_from_the_wrong_shape() {
+        let html = b"<!DOCTYPE html><html><body>Sign in</body></html>";
+        assert!(matches!(parse_queue(html), Err(ParseProblem::NotJson(_))));
+        assert!(matches!(parse_queue(b"[{\"id\":1,"), Err(ParseProblem::NotJson(_))));
+
+        let object = parse_queue(br#"{"message":"ok"}"#).unwrap_err();
+        assert_eq!(
+            object,
+            ParseProblem::Shape(
+                r#"expected an array of stages, got an object with keys ["message"]"#.into()
+            )
+        );
+        let ParseProblem::Shape(detail) =
+            parse_queue(br#"[{"id":1,"status":"pending"},{"id":7,"labels":{}}]"#).unwrap_err()
+        else {
+            panic!("wrong kind")
+        };
+        assert!(detail.starts_with("stage #1 (id 7): missing field `status`"), "{detail}");
+        let ParseProblem::Shape(detail) =
+            parse_queue(br#"[{"id":3,"status":"pending","labels":{"a":1}}]"#).unwrap_err()
+        else {
+            panic!("wrong kind")
+        };
+        assert!(detail.starts_with("stage #0 (id 3): invalid type: integer `1`"), "{detail}");
+    }
+
+    #[test]
+    fn printable_escapes_control_characters_and_cuts() {
+        assert_eq!(printable("a\nb", 10), "a\\nb");
+        assert_eq!(printable("abcdef", 3), "abc…");
+        assert_eq!(printable("zürich\u{1b}[2J", 20), "zürich\\u{1b}[2J");
+    }
+}

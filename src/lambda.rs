@@ -1,0 +1,65 @@
+//! The Lambda entry point: one poll per invocation, whatever the event.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use tracing::Instrument;
+
+use crate::poll::{PollError, Poller};
+use crate::report::Summary;
+
+/// Time kept back before the invocation's deadline, so that the answer
+/// (success or error) reaches Lambda before it stops the function.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
+
+/// Serves the Lambda Runtime API until the runtime stops the process.
+///
+/// With a configuration error the runtime is still served, and every
+/// invocation fails with the error's text: that puts the cause in the
+/// invocation result and the logs, where a crashed runtime would show only
+/// an exit status.
+///
+/// # Errors
+///
+/// When the Runtime API cannot be reached.
+pub async fn serve(poller: Result<Poller, String>) -> Result<(), lambda_runtime::Error> {
+    let poller = &poller;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+        let span = tracing::info_span!("poll", request_id = %event.context.request_id);
+        async {
+            let poller = poller.as_ref().map_err(|config| Diagnostic {
+                error_type: "ConfigurationError".into(),
+                error_message: config.clone(),
+            })?;
+            let deadline = deadline_instant(event.context.deadline);
+            match poller.poll(deadline).await {
+                Ok(outcome) => Ok(Summary::of(&outcome)),
+                Err(err) => {
+                    tracing::error!("{err}");
+                    Err(diagnostic(&err))
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }))
+    .await
+}
+
+fn diagnostic(err: &PollError) -> Diagnostic {
+    let error_type = match err {
+        PollError::Source(_) => "DroneQueueUnreadable",
+        PollError::Publish(_) => "PublishFailed",
+    };
+    Diagnostic { error_type: error_type.into(), error_message: err.to_string() }
+}
+
+/// Converts the runtime's deadline (milliseconds since the epoch) into an
+/// instant, less the margin.
+fn deadline_instant(deadline_ms: u64) -> Instant {
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let left = Duration::from_millis(
+        u64::try_from(u128::from(deadline_ms).saturating_sub(now_ms)).unwrap_or(0),
+    );
+    Instant::now() + left.saturating_sub(DEADLINE_MARGIN)
+}

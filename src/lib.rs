@@ -1,0 +1,29 @@
+//! Publishes the depth of a Drone CI queue per runner group, so that
+//! autoscaling alarms can act on it.
+//!
+//! One poll, the same in every mode:
+//!
+//! 1. [`drone`] reads `GET /api/queue` once. Any failure ends the poll:
+//!    an unreadable queue is never published as an empty one.
+//! 2. [`aggregate`] counts pending and running stages per runner group (the
+//!    stage's exact label set, as Drone routes by it). Pure.
+//! 3. [`metrics`] turns the counts into data points and sets aside groups
+//!    whose labels CloudWatch would refuse ([`dimensions`]). Pure.
+//! 4. [`cloudwatch`] packs the points into as few `PutMetricData` calls as
+//!    the limits allow and sends them; or [`report`] prints them (dry run).
+//!
+//! [`poll`] strings these together; [`cli`] and [`lambda`] are thin entry
+//! points around it, and [`config`] reads and checks everything first.
+
+pub mod aggregate;
+pub mod cli;
+pub mod cloudwatch;
+pub mod config;
+pub mod dimensions;
+pub mod drone;
+pub mod lambda;
+pub mod logging;
+pub mod metrics;
+pub mod poll;
+pub mod report;
+pub mod startup;

@@ -1,0 +1,139 @@
+//! One poll: read the queue once, count, plan, publish. Every mode (CLI,
+//! Lambda) calls [`Poller::poll`] and nothing else.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::aggregate::{QueueCounts, aggregate};
+use crate::cloudwatch::{CloudWatchSink, PublishError, PublishReport};
+use crate::drone::{DroneClient, SourceError};
+use crate::metrics::{Plan, plan};
+
+/// Where the plan goes.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// `PutMetricData`.
+    CloudWatch(CloudWatchSink),
+    /// Nowhere: the caller prints the plan.
+    DryRun,
+}
+
+/// Everything one successful poll found and did.
+#[derive(Debug, Clone)]
+pub struct PollOutcome {
+    /// When the queue was read; every data point carries it.
+    pub timestamp: SystemTime,
+    /// Counts per group.
+    pub counts: QueueCounts,
+    /// What was (or, in a dry run, would be) published.
+    pub plan: Plan,
+    /// What was sent; `None` in a dry run.
+    pub published: Option<PublishReport>,
+    /// Time spent reading the queue.
+    pub fetch_time: Duration,
+    /// Time spent publishing.
+    pub publish_time: Duration,
+}
+
+/// Why a poll failed. In both cases the message says what was (not)
+/// published.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The queue could not be read; nothing was published.
+    #[error("could not read the Drone queue, so nothing was published: {0}")]
+    Source(#[from] SourceError),
+    /// Some or all data points were not published.
+    #[error("{0}")]
+    Publish(#[from] PublishError),
+}
+
+/// Reads the queue and publishes it; built once, used for every poll.
+#[derive(Debug, Clone)]
+pub struct Poller {
+    drone: DroneClient,
+    sink: Sink,
+    drone_timeout: Duration,
+}
+
+impl Poller {
+    /// A poller reading from `drone` and writing to `sink`.
+    pub fn new(drone: DroneClient, sink: Sink, drone_timeout: Duration) -> Poller {
+        Poller { drone, sink, drone_timeout }
+    }
+
+    /// One poll, finished before `deadline`. A third of the time left is
+    /// kept for publishing, so that a slow Drone cannot eat the time
+    /// CloudWatch needs.
+    ///
+    /// # Errors
+    ///
+    /// [`PollError::Source`] when the queue could not be read (nothing is
+    /// published then), [`PollError::Publish`] when CloudWatch did not take
+    /// every data point.
+    pub async fn poll(&self, deadline: Instant) -> Result<PollOutcome, PollError> {
+        let started = Instant::now();
+        let left = deadline.saturating_duration_since(started);
+        let fetch_budget = self.drone_timeout.min(left - left / 3).max(Duration::from_millis(1));
+
+        let stages = self.drone.fetch(fetch_budget).await?;
+        let timestamp = SystemTime::now();
+        let fetch_time = started.elapsed();
+
+        let counts = aggregate(&stages);
+        drop(stages);
+        let plan = plan(&counts);
+        log_findings(&counts, &plan);
+
+        let publish_started = Instant::now();
+        let published = match &self.sink {
+            Sink::DryRun => None,
+            Sink::CloudWatch(_) if plan.datums.is_empty() => Some(PublishReport::default()),
+            Sink::CloudWatch(sink) => Some(sink.publish(&plan, timestamp, deadline).await?),
+        };
+        let publish_time = publish_started.elapsed();
+
+        let totals = counts.totals();
+        tracing::info!(
+            groups = plan.groups.len(),
+            queued = totals.queued,
+            running = totals.running,
+            rejected_groups = plan.rejected.len(),
+            datums = plan.datums.len(),
+            calls = published.map_or(0, |p| p.calls),
+            fetch_ms = fetch_time.as_millis() as u64,
+            publish_ms = publish_time.as_millis() as u64,
+            "poll complete"
+        );
+        Ok(PollOutcome { timestamp, counts, plan, published, fetch_time, publish_time })
+    }
+}
+
+/// Warnings a person has to act on: groups CloudWatch would refuse and
+/// stages with an unexpected status. An empty queue is said once, because
+/// it is also why nothing is published.
+fn log_findings(counts: &QueueCounts, plan: &Plan) {
+    if counts.groups.is_empty() && counts.ignored.is_empty() {
+        tracing::info!("the queue is empty: nothing to publish");
+    }
+    for rejected in &plan.rejected {
+        let reasons: Vec<String> = rejected.problems.iter().map(ToString::to_string).collect();
+        tracing::warn!(
+            group = %rejected.group,
+            queued = rejected.counts.queued,
+            running = rejected.counts.running,
+            "group left out: CloudWatch would refuse its labels as dimensions: {}; \
+             change the pipeline's node labels (or the runner's) to printable ASCII names and \
+             values, at most 30 of them",
+            reasons.join("; ")
+        );
+    }
+    if !counts.ignored.is_empty() {
+        let shown: Vec<String> =
+            counts.ignored.iter().take(20).map(|s| format!("{} ({:?})", s.id, s.status)).collect();
+        tracing::warn!(
+            stages = counts.ignored.len(),
+            "stages with a status other than pending or running were not counted: {}{}",
+            shown.join(", "),
+            if counts.ignored.len() > shown.len() { ", ..." } else { "" }
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! What a poll prints: the dry-run table and JSON, and the short summary a
+//! Lambda invocation answers with. Pure rendering of a [`PollOutcome`].
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use aws_sdk_cloudwatch::primitives::{DateTime, DateTimeFormat};
+use serde::Serialize;
+
+use crate::cloudwatch::batches;
+use crate::metrics::METRICS;
+use crate::poll::PollOutcome;
+
+/// The answer of a Lambda invocation and the numbers of a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Groups published.
+    pub groups: usize,
+    /// Data points published.
+    pub datums: usize,
+    /// `PutMetricData` calls made (or, in a dry run, that would be made).
+    pub calls: usize,
+    /// Pending stages over all groups.
+    pub queued: u64,
+    /// Running stages over all groups.
+    pub running: u64,
+    /// Groups left out because of their labels.
+    pub rejected_groups: usize,
+    /// Stages not counted because of their status.
+    pub ignored_stages: usize,
+}
+
+impl Summary {
+    /// Summarises a poll.
+    pub fn of(outcome: &PollOutcome) -> Summary {
+        let totals = outcome.counts.totals();
+        Summary {
+            groups: outcome.plan.groups.len(),
+            datums: outcome.published.map_or(outcome.plan.datums.len(), |p| p.datums),
+            calls: outcome.published.map_or_else(|| batches(&outcome.plan).len(), |p| p.calls),
+            queued: totals.queued,
+            running: totals.running,
+            rejected_groups: outcome.plan.rejected.len(),
+            ignored_stages: outcome.counts.ignored.len(),
+        }
+    }
+}
+
+fn timestamp(outcome: &PollOutcome) -> String {
+    DateTime::from(outcome.timestamp)
+        .fmt(DateTimeFormat::DateTime)
+        .unwrap_or_else(|_| "(unrepresentable time)".into())
+}
+
+/// The dry run as a table for people.
+pub fn table(outcome: &PollOutcome, namespace: &str) -> String {
+    let plan = &outcome.plan;
+    let summary = Summary::of(outcome);
+    let mut out = String::new();
+    if plan.groups.is_empty() {
+        let why = if plan.rejected.is_empty() {
+            "the queue is empty"
+        } else {
+            "no group can be published"
+        };
+        let _ = writeln!(out, "Nothing would be published to namespace {namespace:?}: {why}.");
+    } else {
+        let _ = writeln!(
+            out,
+            "Would publish to namespace {namespace:?} at {}: {} data points in {} PutMetricData call{}.\n",
+            timestamp(outcome),
+            summary.datums,
+            summary.calls,
+            if summary.calls == 1 { "" } else { "s" }
+        );
+        let names: Vec<String> = plan.groups.iter().map(|(g, _)| g.to_string()).collect();
+        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max("GROUP".len());
+        let _ = write!(out, "{:<width$}", "GROUP");
+        for metric in METRICS {
+            let _ = write!(out, "  {}", metric.name);
+        }
+        out.push('\n');
+        for datums in plan.datums.chunk_by(|a, b| a.group == b.group) {
+            let _ = write!(out, "{:<width$}", names[datums[0].group]);
+            for datum in datums {
+                let _ = write!(out, "  {:>w$}", datum.value, w = datum.metric.name.len());
+            }
+            out.push('\n');
+        }
+    }
+    if !plan.rejected.is_empty() {
+        out.push_str("\nLeft out, because CloudWatch would refuse their labels as dimensions:\n");
+        for rejected in &plan.rejected {
+            let reasons: Vec<String> = rejected.problems.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                out,
+                "  {} ({} queued, {} running): {}",
+                rejected.group,
+                rejected.counts.queued,
+                rejected.counts.running,
+                reasons.join("; ")
+            );
+        }
+    }
+    if !outcome.counts.ignored.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{} stage(s) with a status other than pending or running were not counted.",
+            outcome.counts.ignored.len()
+        );
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct JsonGroup<'a> {
+    dimensions: &'a BTreeMap<String, String>,
+    metrics: BTreeMap<&'static str, f64>,
+}
+
+#[derive(Serialize)]
+struct JsonRejected<'a> {
+    dimensions: &'a BTreeMap<String, String>,
+    queued: u64,
+    running: u64,
+    problems: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    namespace: &'a str,
+    timestamp: String,
+    summary: Summary,
+    groups: Vec<JsonGroup<'a>>,
+    rejected: Vec<JsonRejected<'a>>,
+}
+
+/// The dry run as one JSON document.
+pub fn json(outcome: &PollOutcome, namespace: &str) -> String {
+    let plan = &outcome.plan;
+    let mut groups: Vec<JsonGroup<'_>> = plan
+        .groups
+        .iter()
+        .map(|(g, _)| JsonGroup { dimensions: &g.0, metrics: BTreeMap::new() })
+        .collect();
+    for datum in &plan.datums {
+        groups[datum.group].metrics.insert(datum.metric.name, datum.value);
+    }
+    let rejected = plan
+        .rejected
+        .iter()
+        .map(|r| JsonRejected {
+            dimensions: &r.group.0,
+            queued: r.counts.queued,
+            running: r.counts.running,
+            problems: r.problems.iter().map(ToString::to_string).collect(),
+        })
+        .collect();
+    let report = JsonReport {
+        namespace,
+        timestamp: timestamp(outcome),
+        summary: Summary::of(outcome),
+        groups,
+        rejected,
+    };
+    serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
