@@ -282,7 +282,7 @@ mod tests {
     #[test]
     fn few_groups_fit_in_one_call() {
         let plan = plan_with(numbered(12));
-        assert_eq!(batches(&plan), [0..24]);
+        assert_eq!(batches(&plan), vec![0..24]);
     }
 
     #[test]

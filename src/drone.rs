@@ -106,58 +106,58 @@ pub enum SourceError {
         "could not connect to the Drone server at {url}: {cause}; \
          check DRONE_SERVER and that the server is reachable from here"
     )]
-    Connect { url: Url, cause: String },
+    Connect { url: String, cause: String },
     /// No complete answer within the time allowed.
     #[error(
         "the Drone server at {url} did not answer within {}; \
          check that the server is healthy, or raise DRONE_TIMEOUT",
         humantime(*.timeout)
     )]
-    Timeout { url: Url, timeout: Duration },
+    Timeout { url: String, timeout: Duration },
     /// The request failed in another way (TLS, protocol, reset connection).
     #[error("the request to {url} failed: {cause}")]
-    Request { url: Url, cause: String },
+    Request { url: String, cause: String },
     /// 401.
     #[error(
         "the Drone server at {url} does not know the token (401 Unauthorized); \
          set DRONE_TOKEN to the API token of a Drone admin, from the account page of the Drone UI"
     )]
-    Unauthorized { url: Url },
+    Unauthorized { url: String },
     /// 403.
     #[error(
         "the Drone server at {url} knows the token but its user is not an admin (403 Forbidden); \
          the queue API needs an admin token: use an admin user's token or an admin machine account"
     )]
-    Forbidden { url: Url },
+    Forbidden { url: String },
     /// 404.
     #[error(
         "the Drone server has no queue API at {url} (404 Not Found); \
          check DRONE_SERVER: it must be the server's base URL, with any path prefix \
          of a reverse proxy, and without /api"
     )]
-    NotFound { url: Url },
+    NotFound { url: String },
     /// 501.
     #[error(
         "the Drone server at {url} does not serve the queue API (501 Not Implemented): \
          it is an open-source (oss) build of Drone, which leaves the queue API out; \
          run a Drone build that includes it"
     )]
-    NotImplemented { url: Url },
+    NotImplemented { url: String },
     /// Any other status.
     #[error("the Drone server at {url} answered {status}: {message}")]
-    Status { url: Url, status: StatusCode, message: String },
+    Status { url: String, status: StatusCode, message: String },
     /// The body is not JSON.
     #[error(
         "the answer from {url} is not JSON ({detail}); it starts with \"{snippet}\"; \
          a proxy or login page may stand in front of the Drone server: check DRONE_SERVER"
     )]
-    NotJson { url: Url, detail: String, snippet: String },
+    NotJson { url: String, detail: String, snippet: String },
     /// The body is JSON but not a list of stages.
     #[error("the answer from {url} is JSON but not a Drone queue: {detail}")]
-    Shape { url: Url, detail: String },
+    Shape { url: String, detail: String },
     /// The body is larger than anything a Drone queue can be.
     #[error("the answer from {url} is larger than {} MiB; it is not a Drone queue", MAX_BODY_BYTES >> 20)]
-    TooLarge { url: Url },
+    TooLarge { url: String },
 }
 
 fn humantime(d: Duration) -> String {
@@ -187,7 +187,10 @@ impl DroneClient {
         let http = reqwest::Client::builder()
             .user_agent(concat!("drone-queue-cloudwatch/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| SourceError::Request { url: queue_url.clone(), cause: e.to_string() })?;
+            .map_err(|e| SourceError::Request {
+                url: queue_url.to_string(),
+                cause: e.to_string(),
+            })?;
         Ok(DroneClient { http, queue_url, token })
     }
 
@@ -204,7 +207,7 @@ impl DroneClient {
     /// A [`SourceError`] for every way the read can fail; a failed read is
     /// never turned into an empty queue.
     pub async fn fetch(&self, timeout: Duration) -> Result<Vec<Stage>, SourceError> {
-        let url = self.queue_url.clone();
+        let url = self.queue_url.to_string();
         let mut auth = HeaderValue::try_from(format!("Bearer {}", self.token.expose()))
             .map_err(|_| SourceError::Request { url: url.clone(), cause: "bad token".into() })?;
         auth.set_sensitive(true);
@@ -212,7 +215,7 @@ impl DroneClient {
         let read = async {
             let response = self
                 .http
-                .get(url.clone())
+                .get(self.queue_url.clone())
                 .header(AUTHORIZATION, auth)
                 .send()
                 .await
@@ -224,7 +227,7 @@ impl DroneClient {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("no content type")
                 .to_string();
-            let body = read_body(response, &url).await.map_err(|e| match e {
+            let body = read_body(response).await.map_err(|e| match e {
                 BodyError::TooLarge => SourceError::TooLarge { url: url.clone() },
                 BodyError::Http(e) => self.transport_error(&e, timeout),
             })?;
@@ -252,7 +255,7 @@ impl DroneClient {
     }
 
     fn transport_error(&self, e: &reqwest::Error, timeout: Duration) -> SourceError {
-        let url = self.queue_url.clone();
+        let url = self.queue_url.to_string();
         if e.is_timeout() {
             return SourceError::Timeout { url, timeout };
         }
@@ -295,7 +298,7 @@ enum BodyError {
     Http(reqwest::Error),
 }
 
-async fn read_body(mut response: reqwest::Response, _url: &Url) -> Result<Vec<u8>, BodyError> {
+async fn read_body(mut response: reqwest::Response) -> Result<Vec<u8>, BodyError> {
     let mut body = Vec::with_capacity(
         response.content_length().map_or(64 * 1024, |n| n.min(MAX_BODY_BYTES as u64) as usize),
     );

@@ -1,0 +1,65 @@
+# Shared by scripts/test.sh, scripts/demo.sh and scripts/bench.sh: installs
+# what the checks need and starts the CloudWatch emulator on a free
+# loopback port, stopping it again when the calling script exits.
+
+VENV=.venv
+# ministack speaks the CBOR protocol of the current AWS SDK only with cbor2
+# installed beside it; without it, requests are silently dropped.
+PY_PACKAGES=(ministack==1.5.33 cbor2==6.3.0)
+
+step() { printf '\n== %s\n' "$*"; }
+
+ensure_tools() {
+  local missing=()
+  command -v python3 >/dev/null || missing+=(python3 python3-venv)
+  command -v objdump >/dev/null || missing+=(binutils)
+  command -v cargo >/dev/null || { echo "cargo is not installed: install Rust (rustup) first" >&2; exit 1; }
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "apt-get install ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+}
+
+ensure_venv() {
+  if [ ! -x "$VENV/bin/ministack" ] || ! "$VENV/bin/python" -c 'import cbor2' 2>/dev/null; then
+    step "Python packages into $VENV: ${PY_PACKAGES[*]}"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+EMULATOR_PID=
+stop_emulator() {
+  if [ -n "$EMULATOR_PID" ]; then
+    kill "$EMULATOR_PID" 2>/dev/null || true
+    wait "$EMULATOR_PID" 2>/dev/null || true
+    EMULATOR_PID=
+  fi
+}
+
+start_emulator() {
+  local port log
+  port=$(free_port)
+  mkdir -p .tmp
+  log=.tmp/emulator.log
+  step "CloudWatch emulator on 127.0.0.1:$port (log: $log)"
+  BIND_HOST=127.0.0.1 GATEWAY_PORT=$port SERVICES=cloudwatch LOG_LEVEL=WARNING \
+    "$VENV/bin/ministack" >"$log" 2>&1 &
+  EMULATOR_PID=$!
+  trap stop_emulator EXIT
+  EMULATOR_URL="http://127.0.0.1:$port"
+  for _ in $(seq 1 100); do
+    if python3 -c "import urllib.request,sys; urllib.request.urlopen('$EMULATOR_URL/_ministack/health', timeout=1)" 2>/dev/null; then
+      return 0
+    fi
+    kill -0 "$EMULATOR_PID" 2>/dev/null || { cat "$log" >&2; echo "the emulator exited" >&2; exit 1; }
+    sleep 0.2
+  done
+  cat "$log" >&2
+  echo "the emulator did not answer within 20 s" >&2
+  exit 1
+}

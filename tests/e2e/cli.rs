@@ -1,0 +1,434 @@
+//! The command-line mode, end to end.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn env_without(env: &[(String, String)], name: &str) -> Vec<(String, String)> {
+    env.iter().filter(|(k, _)| k != name).cloned().collect()
+}
+
+fn queue_requests(drone: &StandIn) -> Vec<Value> {
+    drone.events().into_iter().filter(|e| e["n"].is_number()).collect()
+}
+
+#[test]
+fn publishes_both_metrics_per_group_with_one_queue_read() {
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let ns = namespace("two-groups");
+    let run = run(&full_env(&drone, &ns), &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    let std = [("class", "standard"), ("os", "linux")];
+    let gpu = [("class", "gpu"), ("os", "linux")];
+    let expected = BTreeMap::from([
+        (series("QueuedBuilds", &std), 3.0),
+        (series("RunningBuilds", &std), 2.0),
+        (series("QueuedBuilds", &gpu), 2.0),
+        (series("RunningBuilds", &gpu), 1.0),
+    ]);
+    assert_eq!(sums(&stored(&ns), 1.0), expected);
+
+    // One request for the whole queue, with the token as a bearer token.
+    let requests = queue_requests(&drone);
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0]["auth_ok"], json!(true));
+    assert!(run.stderr.contains("poll complete"), "{}", run.stderr);
+    assert!(run.stderr.contains("groups=2") && run.stderr.contains("calls=1"), "{}", run.stderr);
+    assert!(!run.output().contains(TOKEN));
+}
+
+#[test]
+fn a_group_without_labels_is_published_without_dimensions() {
+    let drone = drone_serving("drone_03_no_labels.json");
+    let ns = namespace("no-labels");
+    let run = run(&full_env(&drone, &ns), &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let expected =
+        BTreeMap::from([(series("QueuedBuilds", &[]), 4.0), (series("RunningBuilds", &[]), 1.0)]);
+    assert_eq!(sums(&stored(&ns), 1.0), expected);
+}
+
+#[test]
+fn groups_with_labels_cloudwatch_refuses_are_left_out_and_named() {
+    let drone = drone_serving("drone_08_label_edge_values.json");
+    let ns = namespace("edge-labels");
+    let run = run(&full_env(&drone, &ns), &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    let long = format!("cache-key-{}", "");
+    let stored = stored(&ns);
+    let published: Vec<BTreeMap<String, String>> = stored
+        .keys()
+        .filter(|s| s.metric == "QueuedBuilds")
+        .map(|s| s.dimensions.clone())
+        .collect();
+    assert_eq!(published.len(), 3, "{published:?}");
+    assert!(
+        published
+            .iter()
+            .any(|d| d.get("cache").is_some_and(|v| v.len() == 300 && v.starts_with(&long)))
+    );
+    assert!(published.iter().any(|d| d.get("sel").map(String::as_str) == Some("a:b,c")));
+    assert!(published.iter().any(|d| d.len() == 1 && d["class"] == "standard"));
+    for (series, value) in sums(&stored, 1.0) {
+        let expected = if series.metric == "QueuedBuilds" { 1.0 } else { 0.0 };
+        assert_eq!(value, expected, "{series:?}");
+    }
+
+    // Each refused group is named, with its reason.
+    for needle in [
+        r#"group=class=standard,gpu="""#,
+        r#"the value of label "gpu" is empty"#,
+        r#"the value of label "site" has non-ASCII characters"#,
+        r#"the value of label "class" is only white space"#,
+    ] {
+        assert!(run.stderr.contains(needle), "missing {needle:?} in\n{}", run.stderr);
+    }
+    assert_eq!(run.stderr.matches("group left out").count(), 3, "{}", run.stderr);
+}
+
+#[test]
+fn an_empty_queue_publishes_nothing_and_says_so() {
+    let drone = drone_serving("drone_01_empty.json");
+    let ns = namespace("empty");
+    let run = run(&full_env(&drone, &ns), &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("the queue is empty: nothing to publish"), "{}", run.stderr);
+    assert!(run.stderr.contains("calls=0"), "{}", run.stderr);
+    assert!(stored(&ns).is_empty());
+}
+
+#[test]
+fn odd_statuses_are_logged_and_not_counted() {
+    let drone = drone_serving("drone_11_SYNTHETIC_defensive.json");
+    let ns = namespace("defensive");
+    let run = run(&full_env(&drone, &ns), &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let expected =
+        BTreeMap::from([(series("QueuedBuilds", &[]), 2.0), (series("RunningBuilds", &[]), 1.0)]);
+    assert_eq!(sums(&stored(&ns), 1.0), expected);
+    assert!(
+        run.stderr.contains(r#"9804 ("waiting_on_dependencies"), 9805 ("blocked")"#),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn configuration_problems_are_reported_together_before_any_request() {
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let env = vec![
+        ("DRONE_SERVER".to_string(), "drone.example.com".to_string()),
+        ("CLOUDWATCH_METRICS_NAMESPACE".to_string(), ":bad".to_string()),
+    ];
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    for needle in [
+        "3 configuration problems",
+        "DRONE_SERVER (--drone-server)",
+        "DRONE_TOKEN (--drone-token): not set",
+        "CLOUDWATCH_METRICS_NAMESPACE (--namespace)",
+    ] {
+        assert!(run.stderr.contains(needle), "missing {needle:?} in\n{}", run.stderr);
+    }
+
+    // With a reachable server but no token, the server is not contacted.
+    let env = vec![
+        ("DRONE_SERVER".to_string(), drone.url()),
+        ("CLOUDWATCH_METRICS_NAMESPACE".to_string(), "Drone".to_string()),
+    ];
+    let run = crate::support::run(&env, &[]);
+    assert_eq!(run.code, Some(2));
+    assert!(queue_requests(&drone).is_empty());
+}
+
+#[test]
+fn flags_work_like_the_variables() {
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let ns = namespace("flags");
+    let url = drone.url();
+    let run = run(
+        &aws_env(&emulator()),
+        &["--drone-server", &url, "--drone-token", TOKEN, "--namespace", &ns],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(stored(&ns).len(), 4);
+}
+
+#[test]
+fn a_missing_region_is_a_configuration_error() {
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let env = env_without(&full_env(&drone, &namespace("no-region")), "AWS_REGION");
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("AWS_REGION"), "{}", run.stderr);
+    assert!(queue_requests(&drone).is_empty());
+}
+
+/// Each way the queue read can fail: exit status 1, a message naming the
+/// URL and the cause, and nothing published.
+#[test]
+fn every_drone_failure_has_its_own_message_and_publishes_nothing() {
+    let cases: Vec<(&str, Value, &[&str])> = vec![
+        (
+            "unauthorized",
+            json!([{"fixture": fixture("drone_02_two_groups_standard_gpu.json"), "auth": "admin"}]),
+            &["401 Unauthorized", "does not know the token", "DRONE_TOKEN"],
+        ),
+        (
+            "forbidden",
+            json!([{"fixture": fixture("drone_02_two_groups_standard_gpu.json"), "auth": "user"}]),
+            &["403 Forbidden", "not an admin"],
+        ),
+        (
+            "oss",
+            json!([{"status": 501, "body": "{\"message\":\"Not Implemented\"}\n"}]),
+            &["501 Not Implemented", "oss"],
+        ),
+        (
+            "server-error",
+            json!([{"status": 500, "body": "{\"message\":\"sql: database is closed\"}\n"}]),
+            &["answered 500 Internal Server Error: sql: database is closed"],
+        ),
+        (
+            "bad-gateway-html",
+            json!([{"status": 502, "content_type": "text/html", "body": "<html>502 Bad Gateway</html>"}]),
+            &["answered 502 Bad Gateway: body starts with \"<html>502 Bad Gateway</html>\""],
+        ),
+        (
+            "login-page",
+            json!([{"content_type": "text/html", "body": "<!DOCTYPE html><html><title>Sign in</title></html>"}]),
+            &["is not JSON", "content type text/html", "<!DOCTYPE html>", "proxy or login page"],
+        ),
+        (
+            "wrong-shape",
+            json!([{"body": "{\"stages\": []}"}]),
+            &[
+                "JSON but not a Drone queue",
+                "expected an array of stages, got an object with keys [\"stages\"]",
+            ],
+        ),
+        (
+            "bad-stage",
+            json!([{"body": "[{\"id\": 5, \"status\": \"pending\", \"labels\": [\"a\"]}]"}]),
+            &["stage #0 (id 5): invalid type: sequence, expected a map"],
+        ),
+        ("truncated", json!([{"body": "[{\"id\": 5, \"status\": \"pen"}]), &["is not JSON", "EOF"]),
+        (
+            "hung",
+            json!([{"fixture": fixture("drone_02_two_groups_standard_gpu.json"), "delay": 30}]),
+            &["did not answer within 1s", "DRONE_TIMEOUT"],
+        ),
+        ("dropped", json!([{"close": true}]), &["the request to", "failed"]),
+    ];
+    for (name, steps, needles) in cases {
+        let drone = drone(steps);
+        let ns = namespace(name);
+        let mut env = full_env(&drone, &ns);
+        env.push((
+            "DRONE_TOKEN".into(),
+            if name == "unauthorized" { "wrong-token".into() } else { TOKEN.into() },
+        ));
+        env.push(("DRONE_TIMEOUT".into(), "1s".into()));
+        let started = std::time::Instant::now();
+        let run = run(&env, &[]);
+        assert_eq!(run.code, Some(1), "{name}: {}", run.stderr);
+        assert!(started.elapsed().as_secs() < 10, "{name} took {:?}", started.elapsed());
+        let url = format!("{}/api/queue", drone.url());
+        assert!(run.stderr.contains(&url), "{name}: no URL in\n{}", run.stderr);
+        assert!(
+            run.stderr.contains("could not read the Drone queue, so nothing was published"),
+            "{name}: {}",
+            run.stderr
+        );
+        for needle in needles {
+            assert!(run.stderr.contains(needle), "{name}: missing {needle:?} in\n{}", run.stderr);
+        }
+        assert!(!run.output().contains(TOKEN), "{name}: the token leaked");
+        assert!(stored(&ns).is_empty(), "{name}: something was published");
+    }
+}
+
+#[test]
+fn a_wrong_path_prefix_is_a_404_with_advice() {
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let ns = namespace("not-found");
+    let mut env = full_env(&drone, &ns);
+    env.push(("DRONE_SERVER".into(), format!("{}/drone", drone.url())));
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("404 Not Found"), "{}", run.stderr);
+    assert!(run.stderr.contains("/drone/api/queue"), "{}", run.stderr);
+    assert!(run.stderr.contains("without /api"), "{}", run.stderr);
+    assert!(stored(&ns).is_empty());
+}
+
+#[test]
+fn an_unreachable_server_is_named() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let drone = drone_serving("drone_01_empty.json");
+    let ns = namespace("unreachable");
+    let mut env = full_env(&drone, &ns);
+    env.push(("DRONE_SERVER".into(), format!("http://127.0.0.1:{port}")));
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains(&format!(
+            "could not connect to the Drone server at http://127.0.0.1:{port}/api/queue"
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn dry_run_prints_a_table_and_needs_no_aws() {
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let env = vec![
+        ("DRONE_SERVER".to_string(), drone.url()),
+        ("DRONE_TOKEN".to_string(), TOKEN.to_string()),
+        ("CLOUDWATCH_METRICS_NAMESPACE".to_string(), "Drone".to_string()),
+    ];
+    let run = run(&env, &["--dry-run"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(lines[0].starts_with(r#"Would publish to namespace "Drone" at "#), "{}", run.stdout);
+    assert!(lines[0].ends_with(": 4 data points in 1 PutMetricData call."), "{}", run.stdout);
+    let rows: Vec<Vec<&str>> = lines[2..].iter().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["GROUP", "QueuedBuilds", "RunningBuilds"],
+            vec!["class=gpu,os=linux", "2", "1"],
+            vec!["class=standard,os=linux", "3", "2"],
+        ]
+    );
+}
+
+#[test]
+fn dry_run_json_has_every_group_and_the_refused_ones() {
+    let drone = drone_serving("drone_08_label_edge_values.json");
+    let env = vec![
+        ("DRONE_SERVER".to_string(), drone.url()),
+        ("DRONE_TOKEN".to_string(), TOKEN.to_string()),
+        ("CLOUDWATCH_METRICS_NAMESPACE".to_string(), "Drone".to_string()),
+    ];
+    let run = run(&env, &["--dry-run", "--output", "json"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let doc: Value = serde_json::from_str(&run.stdout).expect("one JSON document");
+    assert_eq!(doc["namespace"], "Drone");
+    assert_eq!(
+        doc["summary"],
+        json!({"groups": 3, "datums": 6, "calls": 1, "queued": 6, "running": 1, "rejected_groups": 3, "ignored_stages": 0})
+    );
+    let groups = doc["groups"].as_array().unwrap();
+    assert_eq!(
+        groups[1],
+        json!({"dimensions": {"class": "standard"}, "metrics": {"QueuedBuilds": 1.0, "RunningBuilds": 0.0}})
+    );
+    let rejected = doc["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 3);
+    assert_eq!(rejected[2]["dimensions"], json!({"class": "standard", "site": "zürich-東京-🚀"}));
+    assert_eq!(rejected[2]["running"], 1);
+}
+
+#[test]
+fn many_groups_go_out_in_as_few_calls_as_the_limit_allows() {
+    // 700 groups x 2 metrics = 1,400 data points: two calls of at most 1,000.
+    let stages: Vec<Value> = (0..700)
+        .map(|i| json!({"id": i + 1, "status": if i % 3 == 0 { "running" } else { "pending" }, "labels": {"pool": format!("p{i:03}")}}))
+        .collect();
+    let drone = drone(json!([{"body": serde_json::to_string(&stages).unwrap()}]));
+    let ns = namespace("many-groups");
+    let run = run(&full_env(&drone, &ns), &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("datums=1400") && run.stderr.contains("calls=2"), "{}", run.stderr);
+    let sums = sums(&stored(&ns), 1.0);
+    assert_eq!(sums.len(), 1400);
+    for i in 0..700 {
+        let pool = format!("p{i:03}");
+        let (queued, running) = if i % 3 == 0 { (0.0, 1.0) } else { (1.0, 0.0) };
+        assert_eq!(sums[&series("QueuedBuilds", &[("pool", &pool)])], queued);
+        assert_eq!(sums[&series("RunningBuilds", &[("pool", &pool)])], running);
+    }
+}
+
+#[test]
+fn throttling_is_retried_with_backoff() {
+    let proxy = throttle_proxy(2);
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let ns = namespace("throttled");
+    let mut env = full_env(&drone, &ns);
+    env.push(("AWS_ENDPOINT_URL".into(), proxy.url()));
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let posts = proxy.events();
+    let throttled: Vec<bool> = posts.iter().map(|p| p["throttled"].as_bool().unwrap()).collect();
+    assert_eq!(throttled, [true, true, false], "{posts:?}");
+    assert_eq!(stored(&ns).len(), 4);
+}
+
+#[test]
+fn a_refused_publish_fails_the_run_and_names_the_groups() {
+    let proxy = throttle_proxy(1000);
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let ns = namespace("refused");
+    let mut env = full_env(&drone, &ns);
+    env.push(("AWS_ENDPOINT_URL".into(), proxy.url()));
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("CloudWatch did not take 1 of 1 PutMetricData calls, so these groups were not (fully) published: class=gpu,os=linux; class=standard,os=linux"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("Throttling"), "{}", run.stderr);
+    // The SDK tried five times, backing off in between.
+    assert_eq!(proxy.events().len(), 5);
+    assert!(stored(&ns).is_empty());
+}
+
+#[test]
+fn the_token_never_shows_even_at_trace_level() {
+    let drone = drone(
+        json!([{"status": 500, "body": format!("{{\"message\":\"bad header Bearer {TOKEN}\"}}")}]),
+    );
+    let ns = namespace("trace");
+    let mut env = full_env(&drone, &ns);
+    env.push(("RUST_LOG".into(), "trace".into()));
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(1));
+    assert!(run.stderr.contains("bad header Bearer [redacted]"), "{}", run.stderr);
+    assert!(run.stderr.lines().count() > 20, "trace logging is on");
+    assert!(!run.output().contains(TOKEN));
+
+    let ok_drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let mut env = full_env(&ok_drone, &namespace("trace-ok"));
+    env.push(("RUST_LOG".into(), "trace".into()));
+    let run = crate::support::run(&env, &[]);
+    assert_eq!(run.code, Some(0));
+    assert!(!run.output().contains(TOKEN));
+
+    let help = crate::support::run(&[("DRONE_TOKEN".into(), TOKEN.into())], &["--help"]);
+    assert_eq!(help.code, Some(0));
+    assert!(help.stdout.contains("DRONE_TOKEN"), "{}", help.stdout);
+    assert!(!help.output().contains(TOKEN));
+}
+
+#[test]
+fn the_first_log_line_names_version_and_target() {
+    let drone = drone_serving("drone_01_empty.json");
+    let run = run(&full_env(&drone, &namespace("start")), &["--dry-run"]);
+    let first = run.stderr.lines().next().unwrap_or_default();
+    assert!(first.contains("drone-queue-cloudwatch starting"), "{}", run.stderr);
+    assert!(
+        first.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION")))
+            || first.contains(&format!("version={}", env!("CARGO_PKG_VERSION"))),
+        "{first}"
+    );
+    assert!(first.contains("target=") && first.contains("drone_server="), "{first}");
+}

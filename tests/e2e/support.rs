@@ -1,0 +1,294 @@
+//! Starting the real binary and the stand-in servers for a test, on
+//! 127.0.0.1 and free ports, and stopping them when the test ends.
+
+// The tests and the benchmark each use a different part of this.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::readback::{Series, Stored};
+
+/// The token the stand-in Drone accepts. Tests check it never shows up in
+/// any output.
+pub const TOKEN: &str = "tok-7d1e5a9c3b-secret";
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_drone-queue-cloudwatch");
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures/drone").join(name)
+}
+
+/// A fresh folder under the target directory.
+pub fn scratch(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The CloudWatch emulator the test script started.
+pub fn emulator() -> String {
+    std::env::var("DQC_TEST_CLOUDWATCH_ENDPOINT").expect(
+        "DQC_TEST_CLOUDWATCH_ENDPOINT is not set: run the tests with ./scripts/test.sh, \
+         which starts the CloudWatch emulator",
+    )
+}
+
+/// A namespace no other test uses, so read-backs see only this test's data.
+pub fn namespace(test: &str) -> String {
+    format!("DQCTest/{test}/{}", std::process::id())
+}
+
+/// A stand-in server from tests/standin, stopped on drop.
+pub struct StandIn {
+    child: Child,
+    pub port: u16,
+    lines: Receiver<String>,
+}
+
+impl StandIn {
+    fn start(script: &str, args: &[String]) -> StandIn {
+        let mut child = Command::new("python3")
+            .arg(repo().join("tests/standin").join(script))
+            .args(["--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs the stand-in servers");
+        let (tx, lines) = channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = lines.recv_timeout(Duration::from_secs(20)).expect("stand-in did not start");
+        let port = first
+            .strip_prefix("LISTENING ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line from {script}: {first}"));
+        StandIn { child, port, lines }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The JSON lines printed so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.lines.try_iter().map(|l| serde_json::from_str(&l).expect("JSON line")).collect()
+    }
+
+    /// Waits for `n` JSON lines satisfying `pred`, returning every line seen.
+    pub fn wait_for(
+        &self,
+        n: usize,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let end = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        while seen.iter().filter(|v| pred(v)).count() < n {
+            match self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(line) => seen.push(serde_json::from_str(&line).expect("JSON line")),
+                Err(RecvTimeoutError::Timeout) => panic!("timed out; lines so far: {seen:#?}"),
+                Err(RecvTimeoutError::Disconnected) => panic!("stand-in exited; lines: {seen:#?}"),
+            }
+        }
+        seen
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A stand-in Drone answering the queue requests with `steps` in turn
+/// (see tests/standin/drone.py).
+pub fn drone(steps: Value) -> StandIn {
+    let dir = scratch("drone");
+    let script = dir.join("script.json");
+    std::fs::write(&script, serde_json::to_vec(&steps).unwrap()).unwrap();
+    StandIn::start(
+        "drone.py",
+        &["--token".into(), TOKEN.into(), "--script".into(), script.display().to_string()],
+    )
+}
+
+/// A stand-in Drone that serves one fixture on every request.
+pub fn drone_serving(fixture_name: &str) -> StandIn {
+    drone(serde_json::json!([{ "fixture": fixture(fixture_name) }]))
+}
+
+/// The Lambda Runtime API emulator with these events.
+pub fn lambda_api(events: &Value, deadline_ms: u64) -> StandIn {
+    let dir = scratch("lambda");
+    let file = dir.join("events.json");
+    std::fs::write(&file, serde_json::to_vec(events).unwrap()).unwrap();
+    StandIn::start(
+        "lambda_api.py",
+        &[
+            "--events".into(),
+            file.display().to_string(),
+            "--deadline-ms".into(),
+            deadline_ms.to_string(),
+        ],
+    )
+}
+
+/// A proxy in front of the emulator that answers the first `n` POSTs with
+/// CloudWatch's throttling error.
+pub fn throttle_proxy(n: usize) -> StandIn {
+    StandIn::start(
+        "throttle_proxy.py",
+        &["--upstream".into(), emulator(), "--throttle".into(), n.to_string()],
+    )
+}
+
+/// What a run of the binary printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Both streams, for checks that hold for every output.
+    pub fn output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// The environment every run starts from: nothing of the developer's
+/// machine, no AWS profile, and no instance metadata look-ups.
+fn base_env(cmd: &mut Command) {
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", scratch("home"))
+        .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+}
+
+/// Credentials, region and endpoint for the emulator.
+pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
+    [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Everything a normal run needs: Drone, token, namespace and the emulator.
+pub fn full_env(drone: &StandIn, namespace: &str) -> Vec<(String, String)> {
+    let mut env = aws_env(&emulator());
+    env.push(("DRONE_SERVER".into(), drone.url()));
+    env.push(("DRONE_TOKEN".into(), TOKEN.into()));
+    env.push(("CLOUDWATCH_METRICS_NAMESPACE".into(), namespace.into()));
+    env
+}
+
+/// Runs the binary to completion (killing it after 60 s).
+pub fn run(env: &[(String, String)], args: &[&str]) -> Run {
+    let mut cmd = Command::new(BIN);
+    base_env(&mut cmd);
+    cmd.envs(env.iter().map(|(k, v)| (k, v))).args(args);
+    let mut child =
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
+    let end = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("the binary ran for more than 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run { code: status.code(), stdout: out.join().unwrap(), stderr: err.join().unwrap() }
+}
+
+/// Starts the binary without waiting (for the Lambda mode).
+pub fn spawn(env: &[(String, String)]) -> Child {
+    let mut cmd = Command::new(BIN);
+    base_env(&mut cmd);
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+pub fn drain(mut stream: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text
+    })
+}
+
+/// Reads back the namespace from the emulator.
+pub fn stored(namespace: &str) -> BTreeMap<Series, Stored> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(crate::readback::stored(&emulator(), namespace))
+}
+
+/// `metric` of the group with these labels.
+pub fn series(metric: &str, labels: &[(&str, &str)]) -> Series {
+    Series {
+        metric: metric.into(),
+        dimensions: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+    }
+}
+
+/// The stored sums, keyed by series, after checking that each series got
+/// exactly `samples` points, all with unit Count, all in one minute.
+pub fn sums(stored: &BTreeMap<Series, Stored>, samples: f64) -> BTreeMap<Series, f64> {
+    let minutes: std::collections::BTreeSet<i64> =
+        stored.values().flat_map(|s| s.minutes.clone()).collect();
+    assert!(minutes.len() <= 1, "points spread over several minutes: {minutes:?}");
+    stored
+        .iter()
+        .map(|(series, s)| {
+            assert_eq!(s.samples, samples, "{series:?}");
+            assert!(s.units.iter().all(|u| u == "Count"), "{series:?}: {:?}", s.units);
+            (series.clone(), s.sum)
+        })
+        .collect()
+}
