@@ -73,19 +73,17 @@ pub fn table(outcome: &PollOutcome, namespace: &str) -> String {
             summary.calls,
             if summary.calls == 1 { "" } else { "s" }
         );
-        let names: Vec<String> = plan.groups.iter().map(|(g, _)| g.to_string()).collect();
-        let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0).max("GROUP".len());
-        let _ = write!(out, "{:<width$}", "GROUP");
+        // Counts first and the group last: label sets can be long (values
+        // of up to 1,024 characters), and should not push the numbers away.
         for metric in METRICS {
-            let _ = write!(out, "  {}", metric.name);
+            let _ = write!(out, "{}  ", metric.name);
         }
-        out.push('\n');
+        out.push_str("GROUP\n");
         for datums in plan.datums.chunk_by(|a, b| a.group == b.group) {
-            let _ = write!(out, "{:<width$}", names[datums[0].group]);
             for datum in datums {
-                let _ = write!(out, "  {:>w$}", datum.value, w = datum.metric.name.len());
+                let _ = write!(out, "{:>w$}  ", datum.value, w = datum.metric.name.len());
             }
-            out.push('\n');
+            let _ = writeln!(out, "{}", plan.groups[datums[0].group].0);
         }
     }
     if !plan.rejected.is_empty() {

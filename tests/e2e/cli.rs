@@ -302,9 +302,9 @@ fn dry_run_prints_a_table_and_needs_no_aws() {
     assert_eq!(
         rows,
         [
-            vec!["GROUP", "QueuedBuilds", "RunningBuilds"],
-            vec!["class=gpu,os=linux", "2", "1"],
-            vec!["class=standard,os=linux", "3", "2"],
+            vec!["QueuedBuilds", "RunningBuilds", "GROUP"],
+            vec!["2", "1", "class=gpu,os=linux"],
+            vec!["3", "2", "class=standard,os=linux"],
         ]
     );
 }
