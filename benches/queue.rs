@@ -18,6 +18,7 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use drone_queue_cloudwatch::aggregate::aggregate;
 use drone_queue_cloudwatch::config::Token;
 use drone_queue_cloudwatch::drone::{DroneClient, parse_queue};
+use drone_queue_cloudwatch::grouping::Grouping;
 use drone_queue_cloudwatch::metrics::plan;
 
 const FIXTURE: &str = "drone_09_large_5000_stages_12_groups.json";
@@ -45,23 +46,29 @@ fn main() {
     let body = std::fs::read(support::fixture(FIXTURE)).unwrap();
     println!("fixture: {FIXTURE} ({} bytes)", body.len());
 
-    // Parse + aggregate + plan, in process.
-    for _ in 0..5 {
-        black_box(plan(&aggregate(&parse_queue(&body).unwrap())));
+    // Parse + aggregate + plan, in process, with the default grouping and
+    // with the routing dimensions (platform, type).
+    let routed = Grouping { platform: true, pipeline_type: true, ..Grouping::default() };
+    for (label, grouping, groups) in
+        [("labels", Grouping::default(), 6), ("platform,type", routed, 12)]
+    {
+        for _ in 0..5 {
+            black_box(plan(&aggregate(&parse_queue(&body).unwrap(), &grouping), 0));
+        }
+        let mut parse = Vec::new();
+        let mut total = Vec::new();
+        for _ in 0..50 {
+            let t = Instant::now();
+            let stages = black_box(parse_queue(&body).unwrap());
+            let parsed = t.elapsed();
+            let p = black_box(plan(&aggregate(&stages, &grouping), 0));
+            total.push(t.elapsed());
+            parse.push(parsed);
+            assert_eq!(p.groups.len(), groups);
+        }
+        println!("[{label}] parse:                median {} (50 runs)", ms(median(parse)));
+        println!("[{label}] parse+aggregate+plan: median {} (50 runs)", ms(median(total)));
     }
-    let mut parse = Vec::new();
-    let mut total = Vec::new();
-    for _ in 0..50 {
-        let t = Instant::now();
-        let stages = black_box(parse_queue(&body).unwrap());
-        let parsed = t.elapsed();
-        let p = black_box(plan(&aggregate(&stages)));
-        total.push(t.elapsed());
-        parse.push(parsed);
-        assert_eq!(p.groups.len(), 6);
-    }
-    println!("parse:                 median {} (50 runs)", ms(median(parse)));
-    println!("parse+aggregate+plan:  median {} (50 runs)", ms(median(total)));
 
     if std::env::var_os("DQC_TEST_CLOUDWATCH_ENDPOINT").is_none() {
         println!(

@@ -1,13 +1,14 @@
 //! The pure core: from the stages of one queue read to counts per runner
 //! group. No I/O here.
 
-use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::drone::{Stage, StageState};
+use crate::drone::Stage;
+use crate::grouping::Grouping;
+use crate::routing::{Standing, classify, pending_since};
 
 /// A runner group: the dimensions its metrics carry. For Drone this is the
 /// stage's exact label set, because Drone hands a stage only to a runner
@@ -26,13 +27,6 @@ impl GroupKey {
     /// True for the group of stages without labels.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-}
-
-// Lets a group be looked up by a stage's labels without building a key.
-impl Borrow<BTreeMap<String, String>> for GroupKey {
-    fn borrow(&self) -> &BTreeMap<String, String> {
-        &self.0
     }
 }
 
@@ -71,6 +65,62 @@ pub struct GroupCounts {
     pub queued: u64,
     /// Running stages: `RunningBuilds`.
     pub running: u64,
+    /// Pending stages Drone would start now: `StartableBuilds`.
+    pub startable: u64,
+    /// Pending stages a runner accepted but has not started.
+    pub accepted: u64,
+    /// Pending stages held back by the pipeline's concurrency limit.
+    pub blocked_by_limit: u64,
+    /// Pending stages held back by the repository's throttle.
+    pub blocked_by_throttle: u64,
+    /// When the longest-waiting startable stage became pending (Unix
+    /// seconds); `None` when nothing startable waits.
+    pub oldest_startable_since: Option<i64>,
+}
+
+impl GroupCounts {
+    /// Pending stages held back by `limit` or `throttle`: `BlockedBuilds`.
+    pub fn blocked(&self) -> u64 {
+        self.blocked_by_limit + self.blocked_by_throttle
+    }
+
+    /// Seconds the longest-waiting startable stage has waited at `now`
+    /// (0 when none waits, or when the clocks disagree).
+    pub fn oldest_wait(&self, now: i64) -> u64 {
+        self.oldest_startable_since.map_or(0, |since| u64::try_from(now - since).unwrap_or(0))
+    }
+
+    fn add(&mut self, standing: Standing, pending_since: i64) {
+        match standing {
+            Standing::Running => self.running += 1,
+            Standing::Accepted => self.accepted += 1,
+            Standing::BlockedByLimit => self.blocked_by_limit += 1,
+            Standing::BlockedByThrottle => self.blocked_by_throttle += 1,
+            Standing::Startable => {
+                self.startable += 1;
+                self.oldest_startable_since = Some(
+                    self.oldest_startable_since.map_or(pending_since, |t| t.min(pending_since)),
+                );
+            }
+        }
+        if standing != Standing::Running {
+            self.queued += 1;
+        }
+    }
+
+    fn merge(&mut self, other: &GroupCounts) {
+        self.queued += other.queued;
+        self.running += other.running;
+        self.startable += other.startable;
+        self.accepted += other.accepted;
+        self.blocked_by_limit += other.blocked_by_limit;
+        self.blocked_by_throttle += other.blocked_by_throttle;
+        self.oldest_startable_since =
+            match (self.oldest_startable_since, other.oldest_startable_since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+    }
 }
 
 /// A stage left out of the counts because of its status.
@@ -85,42 +135,79 @@ pub struct IgnoredStage {
 /// Everything one queue read says, per group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueCounts {
-    /// Every group with at least one pending or running stage.
+    /// Every group with at least one pending or running stage, and every
+    /// known group.
     pub groups: BTreeMap<GroupKey, GroupCounts>,
+    /// Groups whose own labels use the name of an extra dimension, kept
+    /// apart: their key can equal that of a real group (a stage labelled
+    /// `platform: linux/arm64` on amd64, beside real arm64 stages), which
+    /// must not absorb them.
+    pub conflicting: BTreeMap<GroupKey, (GroupCounts, Vec<&'static str>)>,
     /// Stages with a status that is neither pending nor running.
     pub ignored: Vec<IgnoredStage>,
 }
 
 impl QueueCounts {
-    /// Sum over all groups.
+    /// Sum over all groups, conflicting ones included.
     pub fn totals(&self) -> GroupCounts {
-        self.groups.values().fold(GroupCounts::default(), |acc, c| GroupCounts {
-            queued: acc.queued + c.queued,
-            running: acc.running + c.running,
-        })
+        let mut totals = GroupCounts::default();
+        for counts in self.groups.values().chain(self.conflicting.values().map(|(c, _)| c)) {
+            totals.merge(counts);
+        }
+        totals
     }
 }
 
-/// Counts pending and running stages per exact label set.
-pub fn aggregate(stages: &[Stage]) -> QueueCounts {
+/// The fields a group depends on, borrowed from the stage, so that stages
+/// of one group are told apart by hashing, without building their key.
+type RawKey<'a> = (&'a BTreeMap<String, String>, &'a str, &'a str, &'a str, &'a str, &'a str);
+
+/// Counts the stages per group, after working out each one's standing with
+/// the scheduler over the whole queue (see [`classify`]).
+pub fn aggregate(stages: &[Stage], grouping: &Grouping) -> QueueCounts {
+    let standings = classify(stages);
     let mut counts = QueueCounts::default();
-    for stage in stages {
-        let state = stage.state();
-        if state == StageState::Other {
+
+    let mut raw_groups: HashMap<RawKey<'_>, GroupCounts> = HashMap::new();
+    for (stage, standing) in stages.iter().zip(standings) {
+        let Some(standing) = standing else {
             counts.ignored.push(IgnoredStage { id: stage.id, status: stage.status.clone() });
             continue;
-        }
-        // Look up before inserting, so that the labels are cloned once per
-        // group rather than once per stage.
-        let entry = match counts.groups.get_mut(&stage.labels) {
-            Some(entry) => entry,
-            None => counts.groups.entry(GroupKey(stage.labels.clone())).or_default(),
         };
-        match state {
-            StageState::Pending => entry.queued += 1,
-            StageState::Running => entry.running += 1,
-            StageState::Other => unreachable!("filtered above"),
+        let raw = (
+            &stage.labels,
+            stage.pipeline_type.as_str(),
+            stage.os.as_str(),
+            stage.arch.as_str(),
+            stage.variant.as_str(),
+            stage.kernel.as_str(),
+        );
+        raw_groups.entry(raw).or_default().add(standing, pending_since(stage));
+    }
+
+    for ((labels, pipeline_type, os, arch, variant, kernel), raw_counts) in raw_groups {
+        let stand_in = Stage {
+            labels: labels.clone(),
+            pipeline_type: pipeline_type.into(),
+            os: os.into(),
+            arch: arch.into(),
+            variant: variant.into(),
+            kernel: kernel.into(),
+            ..Stage::default()
+        };
+        let keyed = grouping.key(&stand_in);
+        if keyed.conflicts.is_empty() {
+            counts.groups.entry(keyed.key).or_default().merge(&raw_counts);
+        } else {
+            let entry = counts
+                .conflicting
+                .entry(keyed.key)
+                .or_insert_with(|| (GroupCounts::default(), keyed.conflicts));
+            entry.0.merge(&raw_counts);
         }
+    }
+    for known in &grouping.known {
+        counts.groups.entry(known.clone()).or_default();
     }
     counts
 }
@@ -142,6 +229,11 @@ mod tests {
         GroupKey(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
+    /// (queued, running) per group.
+    fn queued_running(counts: &QueueCounts) -> BTreeMap<GroupKey, (u64, u64)> {
+        counts.groups.iter().map(|(k, c)| (k.clone(), (c.queued, c.running))).collect()
+    }
+
     #[test]
     fn pending_and_running_are_counted_per_exact_label_set() {
         let gpu = [("class", "gpu"), ("os", "linux")];
@@ -156,36 +248,119 @@ mod tests {
             // send it to a runner with both labels.
             stage(6, "pending", &[("class", "standard")]),
         ];
-        let counts = aggregate(&stages);
-        let expected: BTreeMap<GroupKey, GroupCounts> = [
-            (key(&std), GroupCounts { queued: 2, running: 1 }),
-            (key(&gpu), GroupCounts { queued: 1, running: 0 }),
-            (key(&[]), GroupCounts { queued: 0, running: 1 }),
-            (key(&[("class", "standard")]), GroupCounts { queued: 1, running: 0 }),
-        ]
-        .into();
-        assert_eq!(counts.groups, expected);
-        assert_eq!(counts.totals(), GroupCounts { queued: 4, running: 2 });
+        let counts = aggregate(&stages, &Grouping::default());
+        let expected = BTreeMap::from([
+            (key(&std), (2, 1)),
+            (key(&gpu), (1, 0)),
+            (key(&[]), (0, 1)),
+            (key(&[("class", "standard")]), (1, 0)),
+        ]);
+        assert_eq!(queued_running(&counts), expected);
+        assert_eq!((counts.totals().queued, counts.totals().running), (4, 2));
         assert!(counts.ignored.is_empty());
     }
 
     #[test]
+    fn standings_and_the_oldest_wait_are_counted_per_group() {
+        let mut stages = vec![
+            stage(1, "running", &[]),
+            stage(2, "pending", &[]),
+            stage(3, "pending", &[]),
+            stage(4, "pending", &[]),
+            stage(5, "pending", &[]),
+        ];
+        stages[1].machine = "runner-1".into(); // accepted
+        stages[2].created = 1_000; // startable since 1000
+        stages[3].created = 900;
+        stages[3].updated = 1_100;
+        stages[3].depends_on = vec!["build".into()]; // startable since 1100
+        for s in &mut stages {
+            s.repo_id = 1;
+            s.name = format!("p{}", s.id);
+        }
+        stages[4].throttle = 3; // three older stages of the repository
+        let counts = aggregate(&stages, &Grouping::default());
+        let group = counts.groups[&key(&[])];
+        assert_eq!(
+            group,
+            GroupCounts {
+                queued: 4,
+                running: 1,
+                startable: 2,
+                accepted: 1,
+                blocked_by_limit: 0,
+                blocked_by_throttle: 1,
+                oldest_startable_since: Some(1_000),
+            }
+        );
+        assert_eq!(group.blocked(), 1);
+        assert_eq!(group.oldest_wait(1_060), 60);
+        assert_eq!(group.oldest_wait(900), 0, "a clock behind Drone's is no negative wait");
+        assert_eq!(GroupCounts::default().oldest_wait(1_060), 0);
+    }
+
+    #[test]
+    fn grouping_options_merge_and_split_groups() {
+        let mut arm = stage(1, "pending", &[("class", "standard"), ("team", "a")]);
+        arm.os = "linux".into();
+        arm.arch = "arm64".into();
+        let mut amd = stage(2, "pending", &[("class", "standard"), ("team", "b")]);
+        amd.os = "linux".into();
+        amd.arch = "amd64".into();
+        let stages = [arm, amd];
+
+        let narrowed =
+            Grouping { label_keys: Some(["class".to_string()].into()), ..Grouping::default() };
+        let counts = aggregate(&stages, &narrowed);
+        assert_eq!(
+            queued_running(&counts),
+            BTreeMap::from([(key(&[("class", "standard")]), (2, 0))])
+        );
+
+        let by_platform = Grouping { platform: true, ..narrowed };
+        let counts = aggregate(&stages, &by_platform);
+        assert_eq!(
+            queued_running(&counts),
+            BTreeMap::from([
+                (key(&[("class", "standard"), ("platform", "linux/amd64")]), (1, 0)),
+                (key(&[("class", "standard"), ("platform", "linux/arm64")]), (1, 0)),
+            ])
+        );
+    }
+
+    #[test]
+    fn known_groups_are_always_there() {
+        let grouping = Grouping { known: vec![key(&[("class", "gpu")])], ..Grouping::default() };
+        let counts = aggregate(&[], &grouping);
+        assert_eq!(
+            counts.groups,
+            BTreeMap::from([(key(&[("class", "gpu")]), GroupCounts::default())])
+        );
+    }
+
+    #[test]
     fn an_empty_value_is_a_label_of_its_own() {
-        let counts = aggregate(&[
-            stage(1, "pending", &[("class", "standard"), ("gpu", "")]),
-            stage(2, "pending", &[("class", "standard")]),
-        ]);
+        let counts = aggregate(
+            &[
+                stage(1, "pending", &[("class", "standard"), ("gpu", "")]),
+                stage(2, "pending", &[("class", "standard")]),
+            ],
+            &Grouping::default(),
+        );
         assert_eq!(counts.groups.len(), 2);
     }
 
     #[test]
     fn other_statuses_are_left_out_and_listed() {
-        let counts = aggregate(&[
-            stage(1, "pending", &[]),
-            stage(2, "blocked", &[]),
-            stage(3, "waiting_on_dependencies", &[]),
-        ]);
-        assert_eq!(counts.totals(), GroupCounts { queued: 1, running: 0 });
+        let counts = aggregate(
+            &[
+                stage(1, "pending", &[]),
+                stage(2, "blocked", &[]),
+                stage(3, "waiting_on_dependencies", &[]),
+            ],
+            &Grouping::default(),
+        );
+        assert_eq!((counts.totals().queued, counts.totals().running), (1, 0));
         let ignored: Vec<_> = counts.ignored.iter().map(|s| (s.id, s.status.as_str())).collect();
         assert_eq!(ignored, [(2, "blocked"), (3, "waiting_on_dependencies")]);
     }

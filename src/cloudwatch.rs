@@ -207,6 +207,7 @@ fn encode(datum: &Datum, plan: &Plan, timestamp: DateTime) -> MetricDatum {
         .value(datum.value)
         .unit(match datum.metric.unit {
             Unit::Count => StandardUnit::Count,
+            Unit::Seconds => StandardUnit::Seconds,
         })
         .storage_resolution(STANDARD_RESOLUTION)
         .timestamp(timestamp)
@@ -249,14 +250,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn plan_with(groups: Vec<GroupKey>) -> Plan {
+        let one = GroupCounts { queued: 1, running: 1, startable: 1, ..GroupCounts::default() };
         let counts = QueueCounts {
-            groups: groups
-                .into_iter()
-                .map(|g| (g, GroupCounts { queued: 1, running: 1 }))
-                .collect(),
-            ignored: vec![],
+            groups: groups.into_iter().map(|g| (g, one)).collect(),
+            ..QueueCounts::default()
         };
-        plan(&counts)
+        plan(&counts, 0)
     }
 
     fn numbered(n: usize) -> Vec<GroupKey> {
@@ -282,15 +281,15 @@ mod tests {
     #[test]
     fn few_groups_fit_in_one_call() {
         let plan = plan_with(numbered(12));
-        assert_eq!(batches(&plan), vec![0..24]);
+        assert_eq!(batches(&plan), vec![0..60]);
     }
 
     #[test]
     fn datum_count_splits_at_one_thousand() {
-        // 700 groups x 2 metrics = 1,400 data points: two calls, the first full.
-        let plan = plan_with(numbered(700));
+        // 300 groups x 5 metrics = 1,500 data points: two calls, the first full.
+        let plan = plan_with(numbered(300));
         let runs = batches(&plan);
-        assert_eq!(runs, [0..1000, 1000..1400]);
+        assert_eq!(runs, [0..1000, 1000..1500]);
         check_limits(&plan, &runs);
     }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use reqwest::Url;
 
+use crate::grouping::{self, Grouping};
+
 /// Exit status for configuration errors, as documented in the README.
 pub const EXIT_CONFIG: i32 = 2;
 
@@ -38,6 +40,21 @@ pub struct Args {
     /// (e.g. 10s, 2500ms); inside Lambda it is also cut to fit the invocation
     #[arg(long, env = "DRONE_TIMEOUT", value_name = "DURATION", default_value = "10s")]
     pub drone_timeout: String,
+
+    /// Only these label keys become dimensions (comma list, e.g. class,os);
+    /// stages whose labels differ only in other keys are counted together
+    #[arg(long, env = "METRICS_LABEL_KEYS", value_name = "KEYS")]
+    pub label_keys: Option<String>,
+
+    /// Dimensions added to every group: platform (os/arch[/variant][@kernel])
+    /// and/or type (the pipeline type, docker when empty)
+    #[arg(long, env = "METRICS_EXTRA_DIMENSIONS", value_name = "platform,type")]
+    pub extra_dimensions: Option<String>,
+
+    /// Groups that publish every metric every poll, zeros included, e.g.
+    /// 'class=gpu,os=linux;class=standard,os=linux'
+    #[arg(long, env = "METRICS_KNOWN_GROUPS", value_name = "GROUPS")]
+    pub known_groups: Option<String>,
 
     /// Read the queue and print what would be published; needs no AWS
     /// credentials and sends nothing to CloudWatch
@@ -112,6 +129,8 @@ pub struct Config {
     pub namespace: String,
     /// Upper bound for reading the queue.
     pub drone_timeout: Duration,
+    /// How stages are grouped into dimension sets.
+    pub grouping: Grouping,
     /// Print instead of publishing.
     pub dry_run: bool,
     /// Dry-run output format.
@@ -240,6 +259,33 @@ impl Config {
             }
         };
 
+        let mut grouping = Grouping::default();
+        if let Some(raw) = args.label_keys.as_deref().filter(|r| !r.trim().is_empty()) {
+            match grouping::parse_label_keys(raw) {
+                Ok(keys) => grouping.label_keys = Some(keys),
+                Err(why) => problem("METRICS_LABEL_KEYS", "--label-keys", why),
+            }
+        }
+        if let Some(raw) = args.extra_dimensions.as_deref() {
+            match grouping::parse_extra_dimensions(raw) {
+                Ok((platform, pipeline_type)) => {
+                    grouping.platform = platform;
+                    grouping.pipeline_type = pipeline_type;
+                }
+                Err(why) => problem("METRICS_EXTRA_DIMENSIONS", "--extra-dimensions", why),
+            }
+        }
+        if let Some(raw) = args.known_groups.as_deref().filter(|r| !r.trim().is_empty()) {
+            match grouping::parse_known_groups(raw, &grouping) {
+                Ok(known) => grouping.known = known,
+                Err(whys) => {
+                    for why in whys {
+                        problem("METRICS_KNOWN_GROUPS", "--known-groups", why);
+                    }
+                }
+            }
+        }
+
         match (drone_server, drone_token, namespace, drone_timeout) {
             (Some(drone_server), Some(drone_token), Some(namespace), Some(drone_timeout))
                 if problems.is_empty() =>
@@ -249,6 +295,7 @@ impl Config {
                     drone_token,
                     namespace,
                     drone_timeout,
+                    grouping,
                     dry_run: args.dry_run,
                     output: args.output,
                 })
@@ -366,6 +413,9 @@ mod tests {
             drone_token: token.map(String::from),
             namespace: ns.map(String::from),
             drone_timeout: "10s".into(),
+            label_keys: None,
+            extra_dimensions: None,
+            known_groups: None,
             dry_run: false,
             output: OutputFormat::Table,
             log_format: None,
@@ -438,6 +488,23 @@ mod tests {
             Config::from_args(&args(Some("https://x"), Some("sec ret"), Some("N"))).unwrap_err();
         assert!(!err.to_string().contains("sec ret"));
         assert_eq!(format!("{:?}", Token::new("s3cr3t")), "Token([redacted])");
+    }
+
+    #[test]
+    fn grouping_options() {
+        let mut a = args(Some("https://x"), Some("t"), Some("N"));
+        a.label_keys = Some("class".into());
+        a.extra_dimensions = Some("platform".into());
+        a.known_groups = Some("class=gpu,platform=linux/amd64".into());
+        let grouping = Config::from_args(&a).unwrap().grouping;
+        assert_eq!(grouping.label_keys, Some(["class".to_string()].into()));
+        assert!(grouping.platform && !grouping.pipeline_type);
+        assert_eq!(grouping.known.len(), 1);
+
+        a.extra_dimensions = Some("arch".into());
+        a.known_groups = Some("class=gpu;os=".into());
+        let err = Config::from_args(&a).unwrap_err();
+        assert_eq!(variables(&err), ["METRICS_EXTRA_DIMENSIONS", "METRICS_KNOWN_GROUPS"], "{err}");
     }
 
     #[test]

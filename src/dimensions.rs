@@ -22,6 +22,9 @@ pub enum DimensionProblem {
     Name { name: String, rule: Rule },
     /// A label value that breaks a rule.
     Value { name: String, rule: Rule },
+    /// A label with the name of a dimension that METRICS_EXTRA_DIMENSIONS
+    /// adds; publishing it would mix two meanings in one series.
+    Collision { name: &'static str },
 }
 
 /// The rule a name or value breaks.
@@ -64,6 +67,11 @@ impl fmt::Display for DimensionProblem {
             DimensionProblem::Value { name, rule } => {
                 write!(f, "the value of label {name:?} {}", rule_text(rule, MAX_VALUE_LEN))
             }
+            DimensionProblem::Collision { name } => write!(
+                f,
+                "its own label {name:?} has the name of a dimension METRICS_EXTRA_DIMENSIONS adds; \
+                 rename the label, or leave it out with METRICS_LABEL_KEYS"
+            ),
         }
     }
 }

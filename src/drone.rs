@@ -61,6 +61,9 @@ pub struct Stage {
     /// Unix seconds.
     #[serde(default, deserialize_with = "nullable")]
     pub updated: i64,
+    /// Names of the stages this one waited for before it became pending.
+    #[serde(default, deserialize_with = "nullable")]
+    pub depends_on: Vec<String>,
     /// The pipeline's `node:` labels, which route it to runners.
     #[serde(default, deserialize_with = "nullable")]
     pub labels: BTreeMap<String, String>,

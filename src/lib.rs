@@ -5,8 +5,10 @@
 //!
 //! 1. [`drone`] reads `GET /api/queue` once. Any failure ends the poll:
 //!    an unreadable queue is never published as an empty one.
-//! 2. [`aggregate`] counts pending and running stages per runner group (the
-//!    stage's exact label set, as Drone routes by it). Pure.
+//! 2. [`routing`] works out which pending stages Drone would start now,
+//!    over the whole queue; [`aggregate`] counts them per runner group
+//!    ([`grouping`]: the stage's exact label set by default, as Drone routes
+//!    by it). Pure.
 //! 3. [`metrics`] turns the counts into data points and sets aside groups
 //!    whose labels CloudWatch would refuse ([`dimensions`]). Pure.
 //! 4. [`cloudwatch`] packs the points into as few `PutMetricData` calls as
@@ -21,9 +23,11 @@ pub mod cloudwatch;
 pub mod config;
 pub mod dimensions;
 pub mod drone;
+pub mod grouping;
 pub mod lambda;
 pub mod logging;
 pub mod metrics;
 pub mod poll;
 pub mod report;
+pub mod routing;
 pub mod startup;

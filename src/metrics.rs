@@ -11,6 +11,8 @@ use crate::dimensions::{self, DimensionProblem};
 pub enum Unit {
     /// A number of things.
     Count,
+    /// A duration.
+    Seconds,
 }
 
 impl Unit {
@@ -18,6 +20,7 @@ impl Unit {
     pub fn as_str(self) -> &'static str {
         match self {
             Unit::Count => "Count",
+            Unit::Seconds => "Seconds",
         }
     }
 }
@@ -29,8 +32,8 @@ pub struct Metric {
     pub name: &'static str,
     /// Unit sent with every data point.
     pub unit: Unit,
-    /// Reads the value from a group's counts.
-    value: fn(&GroupCounts) -> u64,
+    /// Reads the value from a group's counts at a time (Unix seconds).
+    value: fn(&GroupCounts, i64) -> u64,
 }
 
 // Metrics are told apart by name; comparing the reader functions would
@@ -43,13 +46,23 @@ impl PartialEq for Metric {
 
 /// Pending stages of the group: the reference tool's metric.
 pub const QUEUED_BUILDS: Metric =
-    Metric { name: "QueuedBuilds", unit: Unit::Count, value: |c| c.queued };
+    Metric { name: "QueuedBuilds", unit: Unit::Count, value: |c, _| c.queued };
 /// Running stages of the group: the reference tool's metric.
 pub const RUNNING_BUILDS: Metric =
-    Metric { name: "RunningBuilds", unit: Unit::Count, value: |c| c.running };
+    Metric { name: "RunningBuilds", unit: Unit::Count, value: |c, _| c.running };
+/// Pending stages Drone would hand to a free matching runner now.
+pub const STARTABLE_BUILDS: Metric =
+    Metric { name: "StartableBuilds", unit: Unit::Count, value: |c, _| c.startable };
+/// Pending stages held back by a concurrency `limit` or a `throttle`.
+pub const BLOCKED_BUILDS: Metric =
+    Metric { name: "BlockedBuilds", unit: Unit::Count, value: |c, _| c.blocked() };
+/// How long the oldest startable stage of the group has waited.
+pub const OLDEST_QUEUED_SECONDS: Metric =
+    Metric { name: "OldestQueuedSeconds", unit: Unit::Seconds, value: GroupCounts::oldest_wait };
 
 /// Every per-group metric, in publishing order.
-pub const METRICS: [Metric; 2] = [QUEUED_BUILDS, RUNNING_BUILDS];
+pub const METRICS: [Metric; 5] =
+    [QUEUED_BUILDS, RUNNING_BUILDS, STARTABLE_BUILDS, BLOCKED_BUILDS, OLDEST_QUEUED_SECONDS];
 
 /// One data point: a metric of one group.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,12 +97,19 @@ pub struct Plan {
     pub rejected: Vec<RejectedGroup>,
 }
 
-/// Turns counts into data points: every metric for every group that has a
-/// stage, zeros included, so that metric math over `QueuedBuilds` and
-/// `RunningBuilds` always finds both. Groups whose labels CloudWatch would
-/// refuse are set aside with their reasons.
-pub fn plan(counts: &QueueCounts) -> Plan {
+/// Turns counts into data points at `now` (Unix seconds, the poll's time):
+/// every metric for every group that has a stage (or is known), zeros
+/// included, so that metric math over them always finds each one. Groups
+/// whose labels CloudWatch would refuse, or whose labels collide with an
+/// extra dimension, are set aside with their reasons.
+pub fn plan(counts: &QueueCounts, now: i64) -> Plan {
     let mut plan = Plan::default();
+    for (group, (group_counts, names)) in &counts.conflicting {
+        let mut problems: Vec<DimensionProblem> =
+            names.iter().map(|&name| DimensionProblem::Collision { name }).collect();
+        problems.extend(dimensions::check(group));
+        plan.rejected.push(RejectedGroup { group: group.clone(), counts: *group_counts, problems });
+    }
     for (group, group_counts) in &counts.groups {
         let problems = dimensions::check(group);
         if !problems.is_empty() {
@@ -104,7 +124,7 @@ pub fn plan(counts: &QueueCounts) -> Plan {
         plan.groups.push((group.clone(), *group_counts));
         for metric in METRICS {
             // Counts stay far below 2^53, so the conversion is exact.
-            let value = (metric.value)(group_counts) as f64;
+            let value = (metric.value)(group_counts, now) as f64;
             plan.datums.push(Datum { group: index, metric, value });
         }
     }
@@ -120,31 +140,57 @@ mod tests {
         GroupKey(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
-    #[test]
-    fn every_group_gets_both_metrics_zeros_included() {
-        let counts = QueueCounts {
-            groups: BTreeMap::from([
-                (key(&[("class", "gpu")]), GroupCounts { queued: 0, running: 2 }),
-                (key(&[]), GroupCounts { queued: 3, running: 0 }),
-            ]),
-            ignored: vec![],
-        };
-        let plan = plan(&counts);
-        let points: Vec<(String, &str, f64)> = plan
-            .datums
+    fn group(queued: u64, running: u64) -> GroupCounts {
+        GroupCounts { queued, running, startable: queued, ..GroupCounts::default() }
+    }
+
+    fn points(plan: &Plan) -> Vec<(String, &'static str, f64)> {
+        plan.datums
             .iter()
             .map(|d| (plan.groups[d.group].0.to_string(), d.metric.name, d.value))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn every_group_gets_every_metric_zeros_included() {
+        let counts = QueueCounts {
+            groups: BTreeMap::from([
+                (key(&[("class", "gpu")]), group(0, 2)),
+                (
+                    key(&[]),
+                    GroupCounts {
+                        queued: 5,
+                        startable: 2,
+                        accepted: 1,
+                        blocked_by_limit: 1,
+                        blocked_by_throttle: 1,
+                        oldest_startable_since: Some(1_000),
+                        ..GroupCounts::default()
+                    },
+                ),
+            ]),
+            ..QueueCounts::default()
+        };
+        let plan = plan(&counts, 1_090);
+        let none = "(no labels)".to_string();
+        let gpu = "class=gpu".to_string();
         assert_eq!(
-            points,
+            points(&plan),
             [
-                ("(no labels)".to_string(), "QueuedBuilds", 3.0),
-                ("(no labels)".to_string(), "RunningBuilds", 0.0),
-                ("class=gpu".to_string(), "QueuedBuilds", 0.0),
-                ("class=gpu".to_string(), "RunningBuilds", 2.0),
+                (none.clone(), "QueuedBuilds", 5.0),
+                (none.clone(), "RunningBuilds", 0.0),
+                (none.clone(), "StartableBuilds", 2.0),
+                (none.clone(), "BlockedBuilds", 2.0),
+                (none, "OldestQueuedSeconds", 90.0),
+                (gpu.clone(), "QueuedBuilds", 0.0),
+                (gpu.clone(), "RunningBuilds", 2.0),
+                (gpu.clone(), "StartableBuilds", 0.0),
+                (gpu.clone(), "BlockedBuilds", 0.0),
+                (gpu, "OldestQueuedSeconds", 0.0),
             ]
         );
-        assert!(plan.datums.iter().all(|d| d.metric.unit == Unit::Count));
+        let units: Vec<Unit> = plan.datums[..5].iter().map(|d| d.metric.unit).collect();
+        assert_eq!(units, [Unit::Count, Unit::Count, Unit::Count, Unit::Count, Unit::Seconds]);
         assert!(plan.rejected.is_empty());
     }
 
@@ -152,28 +198,45 @@ mod tests {
     fn an_invalid_group_is_set_aside_and_the_others_stay() {
         let counts = QueueCounts {
             groups: BTreeMap::from([
-                (key(&[("class", "standard"), ("gpu", "")]), GroupCounts { queued: 1, running: 0 }),
-                (key(&[("class", "standard")]), GroupCounts { queued: 4, running: 1 }),
+                (key(&[("class", "standard"), ("gpu", "")]), group(1, 0)),
+                (key(&[("class", "standard")]), group(4, 1)),
+                (key(&[("platform", "x")]), group(1, 0)),
             ]),
-            ignored: vec![],
+            conflicting: BTreeMap::from([(
+                key(&[("platform", "x")]),
+                (group(2, 0), vec!["platform"]),
+            )]),
+            ..QueueCounts::default()
         };
-        let plan = plan(&counts);
+        let plan = plan(&counts, 0);
+        // The real platform=x group is published; the conflicting one is not.
         assert_eq!(
             plan.groups,
-            [(key(&[("class", "standard")]), GroupCounts { queued: 4, running: 1 })]
+            [
+                (key(&[("class", "standard")]), group(4, 1)),
+                (key(&[("platform", "x")]), group(1, 0))
+            ]
         );
-        assert_eq!(plan.datums.len(), 2);
-        assert_eq!(plan.rejected.len(), 1);
-        assert_eq!(plan.rejected[0].group, key(&[("class", "standard"), ("gpu", "")]));
+        assert_eq!(plan.datums.len(), 2 * METRICS.len());
+        let rejected: Vec<(String, String)> = plan
+            .rejected
+            .iter()
+            .map(|r| (r.group.to_string(), r.problems.iter().map(ToString::to_string).collect()))
+            .collect();
+        assert_eq!(rejected[0].0, "platform=x");
+        assert!(
+            rejected[0].1.starts_with(r#"its own label "platform" has the name of a dimension"#)
+        );
+        assert_eq!(plan.rejected[0].counts, group(2, 0));
         assert_eq!(
-            plan.rejected[0].problems[0].to_string(),
-            r#"the value of label "gpu" is empty"#
+            rejected[1],
+            ("class=standard,gpu=\"\"".into(), r#"the value of label "gpu" is empty"#.into())
         );
     }
 
     #[test]
     fn an_empty_queue_plans_nothing() {
-        let plan = plan(&QueueCounts::default());
+        let plan = plan(&QueueCounts::default(), 0);
         assert!(plan.datums.is_empty() && plan.groups.is_empty() && plan.rejected.is_empty());
     }
 }

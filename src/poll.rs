@@ -1,11 +1,12 @@
 //! One poll: read the queue once, count, plan, publish. Every mode (CLI,
 //! Lambda) calls [`Poller::poll`] and nothing else.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::aggregate::{QueueCounts, aggregate};
 use crate::cloudwatch::{CloudWatchSink, PublishError, PublishReport};
 use crate::drone::{DroneClient, SourceError};
+use crate::grouping::Grouping;
 use crate::metrics::{Plan, plan};
 
 /// Where the plan goes.
@@ -52,12 +53,18 @@ pub struct Poller {
     drone: DroneClient,
     sink: Sink,
     drone_timeout: Duration,
+    grouping: Grouping,
 }
 
 impl Poller {
     /// A poller reading from `drone` and writing to `sink`.
-    pub fn new(drone: DroneClient, sink: Sink, drone_timeout: Duration) -> Poller {
-        Poller { drone, sink, drone_timeout }
+    pub fn new(
+        drone: DroneClient,
+        sink: Sink,
+        drone_timeout: Duration,
+        grouping: Grouping,
+    ) -> Poller {
+        Poller { drone, sink, drone_timeout, grouping }
     }
 
     /// One poll, finished before `deadline`. A third of the time left is
@@ -78,9 +85,10 @@ impl Poller {
         let timestamp = SystemTime::now();
         let fetch_time = started.elapsed();
 
-        let counts = aggregate(&stages);
+        let counts = aggregate(&stages, &self.grouping);
         drop(stages);
-        let plan = plan(&counts);
+        let now = timestamp.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let plan = plan(&counts, now);
         log_findings(&counts, &plan);
 
         let publish_started = Instant::now();
@@ -96,6 +104,8 @@ impl Poller {
             groups = plan.groups.len(),
             queued = totals.queued,
             running = totals.running,
+            startable = totals.startable,
+            blocked = totals.blocked(),
             rejected_groups = plan.rejected.len(),
             datums = plan.datums.len(),
             calls = published.map_or(0, |p| p.calls),

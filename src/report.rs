@@ -7,6 +7,7 @@ use std::fmt::Write;
 use aws_sdk_cloudwatch::primitives::{DateTime, DateTimeFormat};
 use serde::Serialize;
 
+use crate::aggregate::GroupCounts;
 use crate::cloudwatch::batches;
 use crate::metrics::METRICS;
 use crate::poll::PollOutcome;
@@ -24,6 +25,10 @@ pub struct Summary {
     pub queued: u64,
     /// Running stages over all groups.
     pub running: u64,
+    /// Startable stages over all groups.
+    pub startable: u64,
+    /// Blocked stages over all groups.
+    pub blocked: u64,
     /// Groups left out because of their labels.
     pub rejected_groups: usize,
     /// Stages not counted because of their status.
@@ -40,10 +45,29 @@ impl Summary {
             calls: outcome.published.map_or_else(|| batches(&outcome.plan).len(), |p| p.calls),
             queued: totals.queued,
             running: totals.running,
+            startable: totals.startable,
+            blocked: totals.blocked(),
             rejected_groups: outcome.plan.rejected.len(),
             ignored_stages: outcome.counts.ignored.len(),
         }
     }
+}
+
+const HELD_BACK: &str = "HELD BACK";
+
+/// Why pending stages of a group are not startable: `limit 2, throttle 1,
+/// accepted 1`, or `-`.
+fn held_back(counts: &GroupCounts) -> String {
+    let parts: Vec<String> = [
+        ("limit", counts.blocked_by_limit),
+        ("throttle", counts.blocked_by_throttle),
+        ("accepted", counts.accepted),
+    ]
+    .iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(why, n)| format!("{why} {n}"))
+    .collect();
+    if parts.is_empty() { "-".into() } else { parts.join(", ") }
 }
 
 fn timestamp(outcome: &PollOutcome) -> String {
@@ -75,15 +99,18 @@ pub fn table(outcome: &PollOutcome, namespace: &str) -> String {
         );
         // Counts first and the group last: label sets can be long (values
         // of up to 1,024 characters), and should not push the numbers away.
+        let held: Vec<String> = plan.groups.iter().map(|(_, c)| held_back(c)).collect();
+        let held_width = held.iter().map(String::len).max().unwrap_or(0).max(HELD_BACK.len());
         for metric in METRICS {
             let _ = write!(out, "{}  ", metric.name);
         }
-        out.push_str("GROUP\n");
+        let _ = writeln!(out, "{HELD_BACK:<held_width$}  GROUP");
         for datums in plan.datums.chunk_by(|a, b| a.group == b.group) {
             for datum in datums {
                 let _ = write!(out, "{:>w$}  ", datum.value, w = datum.metric.name.len());
             }
-            let _ = writeln!(out, "{}", plan.groups[datums[0].group].0);
+            let group = datums[0].group;
+            let _ = writeln!(out, "{:<held_width$}  {}", held[group], plan.groups[group].0);
         }
     }
     if !plan.rejected.is_empty() {
@@ -114,6 +141,15 @@ pub fn table(outcome: &PollOutcome, namespace: &str) -> String {
 struct JsonGroup<'a> {
     dimensions: &'a BTreeMap<String, String>,
     metrics: BTreeMap<&'static str, f64>,
+    held_back: HeldBack,
+}
+
+/// Pending stages that are not startable, by reason.
+#[derive(Serialize)]
+struct HeldBack {
+    limit: u64,
+    throttle: u64,
+    accepted: u64,
 }
 
 #[derive(Serialize)]
@@ -139,7 +175,15 @@ pub fn json(outcome: &PollOutcome, namespace: &str) -> String {
     let mut groups: Vec<JsonGroup<'_>> = plan
         .groups
         .iter()
-        .map(|(g, _)| JsonGroup { dimensions: &g.0, metrics: BTreeMap::new() })
+        .map(|(g, c)| JsonGroup {
+            dimensions: &g.0,
+            metrics: BTreeMap::new(),
+            held_back: HeldBack {
+                limit: c.blocked_by_limit,
+                throttle: c.blocked_by_throttle,
+                accepted: c.accepted,
+            },
+        })
         .collect();
     for datum in &plan.datums {
         groups[datum.group].metrics.insert(datum.metric.name, datum.value);

@@ -50,5 +50,5 @@ pub async fn poller(config: &Config) -> Result<Poller, StartupError> {
         }
         Sink::CloudWatch(sink)
     };
-    Ok(Poller::new(drone, sink, config.drone_timeout))
+    Ok(Poller::new(drone, sink, config.drone_timeout, config.grouping.clone()))
 }

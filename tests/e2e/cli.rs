@@ -15,21 +15,27 @@ fn queue_requests(drone: &StandIn) -> Vec<Value> {
 }
 
 #[test]
-fn publishes_both_metrics_per_group_with_one_queue_read() {
+fn publishes_every_metric_per_group_with_one_queue_read() {
     let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
     let ns = namespace("two-groups");
+    let before = unix_now();
     let run = run(&full_env(&drone, &ns), &[]);
+    let after = unix_now();
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     let std = [("class", "standard"), ("os", "linux")];
     let gpu = [("class", "gpu"), ("os", "linux")];
-    let expected = BTreeMap::from([
-        (series("QueuedBuilds", &std), 3.0),
-        (series("RunningBuilds", &std), 2.0),
-        (series("QueuedBuilds", &gpu), 2.0),
-        (series("RunningBuilds", &gpu), 1.0),
-    ]);
-    assert_eq!(sums(&stored(&ns), 1.0), expected);
+    let (counts, waits) = split_waits(sums(&stored(&ns), 1.0));
+    let expected: BTreeMap<_, _> = [four(&std, 3.0, 2.0, 3.0, 0.0), four(&gpu, 2.0, 1.0, 2.0, 0.0)]
+        .concat()
+        .into_iter()
+        .collect();
+    assert_eq!(counts, expected);
+    // The oldest startable stages: 9004 (created 1735732828) and 9006 (...842).
+    for (labels, since) in [(&std, 1_735_732_828), (&gpu, 1_735_732_842)] {
+        let wait = waits[&series("OldestQueuedSeconds", labels)] as i64;
+        assert!((before - since..=after - since).contains(&wait), "{labels:?}: {wait}");
+    }
 
     // One request for the whole queue, with the token as a bearer token.
     let requests = queue_requests(&drone);
@@ -37,6 +43,7 @@ fn publishes_both_metrics_per_group_with_one_queue_read() {
     assert_eq!(requests[0]["auth_ok"], json!(true));
     assert!(run.stderr.contains("poll complete"), "{}", run.stderr);
     assert!(run.stderr.contains("groups=2") && run.stderr.contains("calls=1"), "{}", run.stderr);
+    assert!(run.stderr.contains("datums=10"), "{}", run.stderr);
     assert!(!run.output().contains(TOKEN));
 }
 
@@ -46,9 +53,10 @@ fn a_group_without_labels_is_published_without_dimensions() {
     let ns = namespace("no-labels");
     let run = run(&full_env(&drone, &ns), &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let expected =
-        BTreeMap::from([(series("QueuedBuilds", &[]), 4.0), (series("RunningBuilds", &[]), 1.0)]);
-    assert_eq!(sums(&stored(&ns), 1.0), expected);
+    // 9102 is pending but accepted by a runner: queued, not startable.
+    let (counts, waits) = split_waits(sums(&stored(&ns), 1.0));
+    assert_eq!(counts, four(&[], 4.0, 1.0, 3.0, 0.0).into_iter().collect());
+    assert_eq!(waits.len(), 1);
 }
 
 #[test]
@@ -73,8 +81,14 @@ fn groups_with_labels_cloudwatch_refuses_are_left_out_and_named() {
     );
     assert!(published.iter().any(|d| d.get("sel").map(String::as_str) == Some("a:b,c")));
     assert!(published.iter().any(|d| d.len() == 1 && d["class"] == "standard"));
-    for (series, value) in sums(&stored, 1.0) {
-        let expected = if series.metric == "QueuedBuilds" { 1.0 } else { 0.0 };
+    let (counts, waits) = split_waits(sums(&stored, 1.0));
+    assert_eq!(waits.len(), 3);
+    for (series, value) in counts {
+        let expected = if ["QueuedBuilds", "StartableBuilds"].contains(&series.metric.as_str()) {
+            1.0
+        } else {
+            0.0
+        };
         assert_eq!(value, expected, "{series:?}");
     }
 
@@ -107,9 +121,8 @@ fn odd_statuses_are_logged_and_not_counted() {
     let ns = namespace("defensive");
     let run = run(&full_env(&drone, &ns), &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let expected =
-        BTreeMap::from([(series("QueuedBuilds", &[]), 2.0), (series("RunningBuilds", &[]), 1.0)]);
-    assert_eq!(sums(&stored(&ns), 1.0), expected);
+    let (counts, _) = split_waits(sums(&stored(&ns), 1.0));
+    assert_eq!(counts, four(&[], 2.0, 1.0, 2.0, 0.0).into_iter().collect());
     assert!(
         run.stderr.contains(r#"9804 ("waiting_on_dependencies"), 9805 ("blocked")"#),
         "{}",
@@ -155,7 +168,7 @@ fn flags_work_like_the_variables() {
         &["--drone-server", &url, "--drone-token", TOKEN, "--namespace", &ns],
     );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert_eq!(stored(&ns).len(), 4);
+    assert_eq!(stored(&ns).len(), 10);
 }
 
 #[test]
@@ -297,15 +310,46 @@ fn dry_run_prints_a_table_and_needs_no_aws() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert!(lines[0].starts_with(r#"Would publish to namespace "Drone" at "#), "{}", run.stdout);
-    assert!(lines[0].ends_with(": 4 data points in 1 PutMetricData call."), "{}", run.stdout);
-    let rows: Vec<Vec<&str>> = lines[2..].iter().map(|l| l.split_whitespace().collect()).collect();
+    assert!(lines[0].ends_with(": 10 data points in 1 PutMetricData call."), "{}", run.stdout);
     assert_eq!(
-        rows,
+        lines[2].split_whitespace().collect::<Vec<_>>(),
         [
-            vec!["QueuedBuilds", "RunningBuilds", "GROUP"],
-            vec!["2", "1", "class=gpu,os=linux"],
-            vec!["3", "2", "class=standard,os=linux"],
+            "QueuedBuilds",
+            "RunningBuilds",
+            "StartableBuilds",
+            "BlockedBuilds",
+            "OldestQueuedSeconds",
+            "HELD",
+            "BACK",
+            "GROUP"
         ]
+    );
+    let rows: Vec<Vec<&str>> = lines[3..].iter().map(|l| l.split_whitespace().collect()).collect();
+    // The waits depend on the clock: everything but them.
+    let without_wait: Vec<Vec<&str>> = rows.iter().map(|r| [&r[..4], &r[5..]].concat()).collect();
+    assert_eq!(
+        without_wait,
+        [
+            vec!["2", "1", "2", "0", "-", "class=gpu,os=linux"],
+            vec!["3", "2", "3", "0", "-", "class=standard,os=linux"]
+        ]
+    );
+}
+
+#[test]
+fn dry_run_shows_why_stages_are_held_back() {
+    let drone = drone_serving("drone_05_limit_blocked.json");
+    let env = vec![
+        ("DRONE_SERVER".to_string(), drone.url()),
+        ("DRONE_TOKEN".to_string(), TOKEN.to_string()),
+        ("CLOUDWATCH_METRICS_NAMESPACE".to_string(), "Drone".to_string()),
+    ];
+    let run = run(&env, &["--dry-run"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let row: Vec<&str> = run.stdout.lines().nth(3).unwrap().split_whitespace().collect();
+    assert_eq!(
+        [&row[..4], &row[5..]].concat(),
+        ["7", "3", "3", "4", "limit", "4", "class=standard,os=linux"]
     );
 }
 
@@ -323,12 +367,17 @@ fn dry_run_json_has_every_group_and_the_refused_ones() {
     assert_eq!(doc["namespace"], "Drone");
     assert_eq!(
         doc["summary"],
-        json!({"groups": 3, "datums": 6, "calls": 1, "queued": 6, "running": 1, "rejected_groups": 3, "ignored_stages": 0})
+        json!({"groups": 3, "datums": 15, "calls": 1, "queued": 6, "running": 1, "startable": 6, "blocked": 0, "rejected_groups": 3, "ignored_stages": 0})
     );
     let groups = doc["groups"].as_array().unwrap();
+    let mut plain = groups[1].clone();
+    assert!(plain["metrics"]["OldestQueuedSeconds"].as_f64().unwrap() > 60.0);
+    plain["metrics"].as_object_mut().unwrap().remove("OldestQueuedSeconds");
     assert_eq!(
-        groups[1],
-        json!({"dimensions": {"class": "standard"}, "metrics": {"QueuedBuilds": 1.0, "RunningBuilds": 0.0}})
+        plain,
+        json!({"dimensions": {"class": "standard"},
+               "metrics": {"QueuedBuilds": 1.0, "RunningBuilds": 0.0, "StartableBuilds": 1.0, "BlockedBuilds": 0.0},
+               "held_back": {"limit": 0, "throttle": 0, "accepted": 0}})
     );
     let rejected = doc["rejected"].as_array().unwrap();
     assert_eq!(rejected.len(), 3);
@@ -338,22 +387,24 @@ fn dry_run_json_has_every_group_and_the_refused_ones() {
 
 #[test]
 fn many_groups_go_out_in_as_few_calls_as_the_limit_allows() {
-    // 700 groups x 2 metrics = 1,400 data points: two calls of at most 1,000.
-    let stages: Vec<Value> = (0..700)
+    // 300 groups x 5 metrics = 1,500 data points: two calls of at most 1,000.
+    let stages: Vec<Value> = (0..300)
         .map(|i| json!({"id": i + 1, "status": if i % 3 == 0 { "running" } else { "pending" }, "labels": {"pool": format!("p{i:03}")}}))
         .collect();
     let drone = drone(json!([{"body": serde_json::to_string(&stages).unwrap()}]));
     let ns = namespace("many-groups");
     let run = run(&full_env(&drone, &ns), &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stderr.contains("datums=1400") && run.stderr.contains("calls=2"), "{}", run.stderr);
+    assert!(run.stderr.contains("datums=1500") && run.stderr.contains("calls=2"), "{}", run.stderr);
     let sums = sums(&stored(&ns), 1.0);
-    assert_eq!(sums.len(), 1400);
-    for i in 0..700 {
+    assert_eq!(sums.len(), 1500);
+    for i in 0..300 {
         let pool = format!("p{i:03}");
         let (queued, running) = if i % 3 == 0 { (0.0, 1.0) } else { (1.0, 0.0) };
-        assert_eq!(sums[&series("QueuedBuilds", &[("pool", &pool)])], queued);
-        assert_eq!(sums[&series("RunningBuilds", &[("pool", &pool)])], running);
+        let labels = [("pool", pool.as_str())];
+        for (series, value) in four(&labels, queued, running, queued, 0.0) {
+            assert_eq!(sums[&series], value, "{series:?}");
+        }
     }
 }
 
@@ -369,7 +420,7 @@ fn throttling_is_retried_with_backoff() {
     let posts = proxy.events();
     let throttled: Vec<bool> = posts.iter().map(|p| p["throttled"].as_bool().unwrap()).collect();
     assert_eq!(throttled, [true, true, false], "{posts:?}");
-    assert_eq!(stored(&ns).len(), 4);
+    assert_eq!(stored(&ns).len(), 10);
 }
 
 #[test]

@@ -57,8 +57,8 @@ fn every_kind_of_event_runs_one_poll_and_answers_a_summary() {
     let function = spawn(&lambda_env(&api, full_env(&drone, &ns)));
     let (answers, logs) = invoke_all(&api, function, 4);
 
-    let summary = json!({"groups": 2, "datums": 4, "calls": 1, "queued": 5, "running": 3,
-                         "rejected_groups": 0, "ignored_stages": 0});
+    let summary = json!({"groups": 2, "datums": 10, "calls": 1, "queued": 5, "running": 3,
+                         "startable": 5, "blocked": 0, "rejected_groups": 0, "ignored_stages": 0});
     for (i, answer) in answers.iter().enumerate() {
         assert_eq!(answer["kind"], "response", "{answer}");
         assert_eq!(answer["request_id"], format!("req-{}", i + 1));
@@ -67,7 +67,7 @@ fn every_kind_of_event_runs_one_poll_and_answers_a_summary() {
 
     // Four polls of the same queue: four points per series.
     let stored = stored(&ns);
-    assert_eq!(stored.len(), 4);
+    assert_eq!(stored.len(), 10);
     let std = [("class", "standard"), ("os", "linux")];
     let gpu = [("class", "gpu"), ("os", "linux")];
     for (series, per_poll) in [

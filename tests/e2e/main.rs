@@ -4,4 +4,5 @@
 mod cli;
 mod lambda;
 mod readback;
+mod routing;
 mod support;

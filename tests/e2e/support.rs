@@ -187,11 +187,15 @@ impl Run {
 /// The environment every run starts from: nothing of the developer's
 /// machine, no AWS profile, and no instance metadata look-ups.
 fn base_env(cmd: &mut Command) {
+    let home = scratch("home");
+    let (config, credentials) = (home.join("aws-config"), home.join("aws-credentials"));
+    std::fs::write(&config, "").unwrap();
+    std::fs::write(&credentials, "").unwrap();
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", scratch("home"))
-        .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        .env("HOME", &home)
+        .env("AWS_CONFIG_FILE", config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", credentials)
         .env("AWS_EC2_METADATA_DISABLED", "true");
 }
 
@@ -269,6 +273,33 @@ pub fn stored(namespace: &str) -> BTreeMap<Series, Stored> {
         .block_on(crate::readback::stored(&emulator(), namespace))
 }
 
+/// Splits read-back sums into the counts and the `OldestQueuedSeconds`
+/// waits, which depend on the time of the poll.
+pub fn split_waits(sums: BTreeMap<Series, f64>) -> (BTreeMap<Series, f64>, BTreeMap<Series, f64>) {
+    sums.into_iter().partition(|(s, _)| s.metric != "OldestQueuedSeconds")
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// The four count metrics of a group.
+pub fn four(
+    labels: &[(&str, &str)],
+    queued: f64,
+    running: f64,
+    startable: f64,
+    blocked: f64,
+) -> Vec<(Series, f64)> {
+    vec![
+        (series("QueuedBuilds", labels), queued),
+        (series("RunningBuilds", labels), running),
+        (series("StartableBuilds", labels), startable),
+        (series("BlockedBuilds", labels), blocked),
+    ]
+}
+
 /// `metric` of the group with these labels.
 pub fn series(metric: &str, labels: &[(&str, &str)]) -> Series {
     Series {
@@ -278,7 +309,7 @@ pub fn series(metric: &str, labels: &[(&str, &str)]) -> Series {
 }
 
 /// The stored sums, keyed by series, after checking that each series got
-/// exactly `samples` points, all with unit Count, all in one minute.
+/// exactly `samples` points, all in one minute, with the metric's unit.
 pub fn sums(stored: &BTreeMap<Series, Stored>, samples: f64) -> BTreeMap<Series, f64> {
     let minutes: std::collections::BTreeSet<i64> =
         stored.values().flat_map(|s| s.minutes.clone()).collect();
@@ -287,7 +318,8 @@ pub fn sums(stored: &BTreeMap<Series, Stored>, samples: f64) -> BTreeMap<Series,
         .iter()
         .map(|(series, s)| {
             assert_eq!(s.samples, samples, "{series:?}");
-            assert!(s.units.iter().all(|u| u == "Count"), "{series:?}: {:?}", s.units);
+            let unit = if series.metric == "OldestQueuedSeconds" { "Seconds" } else { "Count" };
+            assert!(s.units.iter().all(|u| u == unit), "{series:?}: {:?}", s.units);
             (series.clone(), s.sum)
         })
         .collect()

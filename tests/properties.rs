@@ -1,0 +1,89 @@
+//! Properties of the counts over random queues.
+
+use std::collections::BTreeMap;
+
+use drone_queue_cloudwatch::aggregate::{GroupKey, aggregate};
+use drone_queue_cloudwatch::drone::Stage;
+use drone_queue_cloudwatch::grouping::Grouping;
+use proptest::prelude::*;
+
+/// A stage with fields drawn from small sets, so that siblings, repository
+/// throttles and shared label sets are common.
+fn stage() -> impl Strategy<Value = Stage> {
+    (
+        1..4_i64,
+        prop::sample::select(vec!["build", "test", "deploy"]),
+        prop::bool::weighted(0.6),
+        prop::option::of(prop::sample::select(vec!["runner-1", "runner-2"])),
+        0..3_i64,
+        0..4_i64,
+        prop::collection::btree_map(
+            prop::sample::select(vec!["class", "os", "team"]),
+            prop::sample::select(vec!["a", "b", ""]),
+            0..3,
+        ),
+        prop::sample::select(vec!["amd64", "arm64"]),
+    )
+        .prop_map(|(repo, name, pending, machine, limit, throttle, labels, arch)| Stage {
+            repo_id: repo,
+            name: name.into(),
+            status: if pending { "pending" } else { "running" }.into(),
+            machine: machine.unwrap_or_default().into(),
+            limit,
+            throttle,
+            labels: labels.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            os: "linux".into(),
+            arch: arch.into(),
+            ..Stage::default()
+        })
+}
+
+fn queue() -> impl Strategy<Value = Vec<Stage>> {
+    prop::collection::vec(stage(), 0..60).prop_shuffle().prop_map(|mut stages| {
+        for (i, stage) in stages.iter_mut().enumerate() {
+            stage.id = 100 + i as i64 * 7 % 61; // unique, not in queue order
+        }
+        stages
+    })
+}
+
+proptest! {
+    #[test]
+    fn queued_is_startable_plus_blocked_plus_accepted(stages in queue()) {
+        for grouping in [Grouping::default(), Grouping { platform: true, pipeline_type: true, ..Grouping::default() }] {
+            for (group, c) in aggregate(&stages, &grouping).groups {
+                prop_assert_eq!(c.queued, c.startable + c.blocked() + c.accepted, "{}", group);
+            }
+        }
+    }
+
+    #[test]
+    fn totals_over_groups_equal_totals_over_stages(stages in queue()) {
+        let totals = aggregate(&stages, &Grouping::default()).totals();
+        let pending = stages.iter().filter(|s| s.status == "pending").count() as u64;
+        let running = stages.len() as u64 - pending;
+        let accepted = stages.iter().filter(|s| s.status == "pending" && !s.machine.is_empty()).count() as u64;
+        prop_assert_eq!((totals.queued, totals.running, totals.accepted), (pending, running, accepted));
+    }
+
+    #[test]
+    fn fewer_label_keys_never_lose_a_stage(stages in queue(), keep in prop::sample::subsequence(vec!["class", "os", "team"], 0..=3)) {
+        let full = aggregate(&stages, &Grouping::default());
+        let narrowed_grouping = Grouping {
+            label_keys: Some(keep.iter().map(|k| k.to_string()).collect()),
+            ..Grouping::default()
+        };
+        let narrowed = aggregate(&stages, &narrowed_grouping);
+        prop_assert_eq!(full.totals(), narrowed.totals());
+        // Each narrowed group is exactly the sum of the full groups it takes in.
+        let mut merged: BTreeMap<GroupKey, (u64, u64, u64, u64)> = BTreeMap::new();
+        for (group, c) in &full.groups {
+            let key = GroupKey(group.0.iter().filter(|(k, _)| keep.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect());
+            let e = merged.entry(key).or_default();
+            *e = (e.0 + c.queued, e.1 + c.running, e.2 + c.startable, e.3 + c.blocked());
+        }
+        let actual: BTreeMap<GroupKey, (u64, u64, u64, u64)> =
+            narrowed.groups.iter().map(|(k, c)| (k.clone(), (c.queued, c.running, c.startable, c.blocked()))).collect();
+        prop_assert_eq!(actual, merged);
+    }
+}
