@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::drone::Stage;
-use crate::grouping::Grouping;
+use crate::grouping::{Grouping, Route};
 use crate::routing::{Standing, classify, pending_since};
 
 /// A runner group: the dimensions its metrics carry. For Drone this is the
@@ -158,52 +158,32 @@ impl QueueCounts {
     }
 }
 
-/// The fields a group depends on, borrowed from the stage, so that stages
-/// of one group are told apart by hashing, without building their key.
-type RawKey<'a> = (&'a BTreeMap<String, String>, &'a str, &'a str, &'a str, &'a str, &'a str);
-
 /// Counts the stages per group, after working out each one's standing with
 /// the scheduler over the whole queue (see [`classify`]).
 pub fn aggregate(stages: &[Stage], grouping: &Grouping) -> QueueCounts {
     let standings = classify(stages);
     let mut counts = QueueCounts::default();
 
-    let mut raw_groups: HashMap<RawKey<'_>, GroupCounts> = HashMap::new();
+    let mut by_route: HashMap<Route<'_>, GroupCounts> = HashMap::new();
     for (stage, standing) in stages.iter().zip(standings) {
         let Some(standing) = standing else {
             counts.ignored.push(IgnoredStage { id: stage.id, status: stage.status.clone() });
             continue;
         };
-        let raw = (
-            &stage.labels,
-            stage.pipeline_type.as_str(),
-            stage.os.as_str(),
-            stage.arch.as_str(),
-            stage.variant.as_str(),
-            stage.kernel.as_str(),
-        );
-        raw_groups.entry(raw).or_default().add(standing, pending_since(stage));
+        by_route.entry(Route::from(stage)).or_default().add(standing, pending_since(stage));
     }
 
-    for ((labels, pipeline_type, os, arch, variant, kernel), raw_counts) in raw_groups {
-        let stand_in = Stage {
-            labels: labels.clone(),
-            pipeline_type: pipeline_type.into(),
-            os: os.into(),
-            arch: arch.into(),
-            variant: variant.into(),
-            kernel: kernel.into(),
-            ..Stage::default()
-        };
-        let keyed = grouping.key(&stand_in);
+    // Few routes, so building each one's key is cheap.
+    for (route, route_counts) in by_route {
+        let keyed = grouping.key(&route);
         if keyed.conflicts.is_empty() {
-            counts.groups.entry(keyed.key).or_default().merge(&raw_counts);
+            counts.groups.entry(keyed.key).or_default().merge(&route_counts);
         } else {
             let entry = counts
                 .conflicting
                 .entry(keyed.key)
                 .or_insert_with(|| (GroupCounts::default(), keyed.conflicts));
-            entry.0.merge(&raw_counts);
+            entry.0.merge(&route_counts);
         }
     }
     for known in &grouping.known {

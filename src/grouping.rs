@@ -28,6 +28,38 @@ pub struct Grouping {
     pub known: Vec<GroupKey>,
 }
 
+/// What Drone routes a stage by, borrowed from it: stages with equal routes
+/// always share a group, so a queue is grouped by hashing these without
+/// building a key per stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route<'a> {
+    /// The `node:` labels.
+    pub labels: &'a BTreeMap<String, String>,
+    /// Pipeline type, as sent (empty for `docker`).
+    pub pipeline_type: &'a str,
+    /// Platform operating system.
+    pub os: &'a str,
+    /// Platform architecture.
+    pub arch: &'a str,
+    /// Platform variant.
+    pub variant: &'a str,
+    /// Platform kernel.
+    pub kernel: &'a str,
+}
+
+impl<'a> From<&'a Stage> for Route<'a> {
+    fn from(stage: &'a Stage) -> Route<'a> {
+        Route {
+            labels: &stage.labels,
+            pipeline_type: &stage.pipeline_type,
+            os: &stage.os,
+            arch: &stage.arch,
+            variant: &stage.variant,
+            kernel: &stage.kernel,
+        }
+    }
+}
+
 /// A group's key, and the extra dimensions its own labels collided with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keyed {
@@ -44,11 +76,11 @@ impl Grouping {
         self.label_keys.is_none() && !self.platform && !self.pipeline_type
     }
 
-    /// The group of a stage.
-    pub fn key(&self, stage: &Stage) -> Keyed {
+    /// The group of a route.
+    pub fn key(&self, route: &Route<'_>) -> Keyed {
         let mut dims: BTreeMap<String, String> = match &self.label_keys {
-            None => stage.labels.clone(),
-            Some(keys) => stage
+            None => route.labels.clone(),
+            Some(keys) => route
                 .labels
                 .iter()
                 .filter(|(k, _)| keys.contains(*k))
@@ -57,8 +89,8 @@ impl Grouping {
         };
         let mut conflicts = Vec::new();
         let extras = [
-            (self.platform, PLATFORM, platform(stage)),
-            (self.pipeline_type, TYPE, pipeline_type(stage)),
+            (self.platform, PLATFORM, platform(route)),
+            (self.pipeline_type, TYPE, pipeline_type(route)),
         ];
         for (wanted, name, value) in extras {
             if !wanted {
@@ -76,22 +108,22 @@ impl Grouping {
 
 /// `os/arch`, then `/variant` and `@kernel` when set: `linux/arm64/v8`,
 /// `windows/amd64@1809`.
-pub fn platform(stage: &Stage) -> String {
-    let mut text = format!("{}/{}", stage.os, stage.arch);
-    if !stage.variant.is_empty() {
+pub fn platform(route: &Route<'_>) -> String {
+    let mut text = format!("{}/{}", route.os, route.arch);
+    if !route.variant.is_empty() {
         text.push('/');
-        text.push_str(&stage.variant);
+        text.push_str(route.variant);
     }
-    if !stage.kernel.is_empty() {
+    if !route.kernel.is_empty() {
         text.push('@');
-        text.push_str(&stage.kernel);
+        text.push_str(route.kernel);
     }
     text
 }
 
 /// The pipeline type; Drone treats an empty one as `docker`.
-pub fn pipeline_type(stage: &Stage) -> String {
-    if stage.pipeline_type.is_empty() { "docker".into() } else { stage.pipeline_type.clone() }
+pub fn pipeline_type(route: &Route<'_>) -> String {
+    if route.pipeline_type.is_empty() { "docker".into() } else { route.pipeline_type.to_string() }
 }
 
 /// Parses `METRICS_LABEL_KEYS`: `class,os`.
@@ -218,16 +250,24 @@ mod tests {
         GroupKey(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
+    fn platform_of(s: Stage) -> String {
+        platform(&Route::from(&s))
+    }
+
+    fn type_of(s: Stage) -> String {
+        pipeline_type(&Route::from(&s))
+    }
+
     #[test]
     fn platform_strings() {
-        assert_eq!(platform(&stage("linux", "amd64", "", "", "", &[])), "linux/amd64");
-        assert_eq!(platform(&stage("linux", "arm64", "v8", "", "", &[])), "linux/arm64/v8");
-        assert_eq!(platform(&stage("windows", "amd64", "", "1809", "", &[])), "windows/amd64@1809");
-        assert_eq!(pipeline_type(&stage("linux", "amd64", "", "", "", &[])), "docker");
+        assert_eq!(platform_of(stage("linux", "amd64", "", "", "", &[])), "linux/amd64");
+        assert_eq!(platform_of(stage("linux", "arm64", "v8", "", "", &[])), "linux/arm64/v8");
         assert_eq!(
-            pipeline_type(&stage("linux", "amd64", "", "", "kubernetes", &[])),
-            "kubernetes"
+            platform_of(stage("windows", "amd64", "", "1809", "", &[])),
+            "windows/amd64@1809"
         );
+        assert_eq!(type_of(stage("linux", "amd64", "", "", "", &[])), "docker");
+        assert_eq!(type_of(stage("linux", "amd64", "", "", "kubernetes", &[])), "kubernetes");
     }
 
     #[test]
@@ -242,14 +282,14 @@ mod tests {
         );
         let plain = Grouping::default();
         assert_eq!(
-            plain.key(&s).key,
+            plain.key(&Route::from(&s)).key,
             key(&[("class", "standard"), ("os", "linux"), ("team", "a")])
         );
         let narrowed =
             Grouping { label_keys: Some(["class".to_string()].into()), ..Grouping::default() };
-        assert_eq!(narrowed.key(&s).key, key(&[("class", "standard")]));
+        assert_eq!(narrowed.key(&Route::from(&s)).key, key(&[("class", "standard")]));
         let routed = Grouping { platform: true, pipeline_type: true, ..narrowed };
-        let keyed = routed.key(&s);
+        let keyed = routed.key(&Route::from(&s));
         assert_eq!(
             keyed.key,
             key(&[("class", "standard"), ("platform", "linux/arm64"), ("type", "exec")])
@@ -261,12 +301,12 @@ mod tests {
     fn a_label_named_like_an_extra_dimension_is_a_conflict_not_a_merge() {
         let s = stage("linux", "amd64", "", "", "", &[("platform", "linux/arm64")]);
         let g = Grouping { platform: true, ..Grouping::default() };
-        let keyed = g.key(&s);
+        let keyed = g.key(&Route::from(&s));
         assert_eq!(keyed.key, key(&[("platform", "linux/arm64")]));
         assert_eq!(keyed.conflicts, ["platform"]);
         // Left out by METRICS_LABEL_KEYS, the label no longer collides.
         let g = Grouping { label_keys: Some(["class".to_string()].into()), ..g };
-        assert!(g.key(&s).conflicts.is_empty());
+        assert!(g.key(&Route::from(&s)).conflicts.is_empty());
     }
 
     #[test]
