@@ -12,7 +12,7 @@ step() { printf '\n== %s\n' "$*"; }
 ensure_tools() {
   local missing=()
   command -v python3 >/dev/null || missing+=(python3 python3-venv)
-  command -v objdump >/dev/null || missing+=(binutils)
+  command -v readelf >/dev/null || missing+=(binutils)
   command -v cargo >/dev/null || { echo "cargo is not installed: install Rust (rustup) first" >&2; exit 1; }
   if [ ${#missing[@]} -gt 0 ]; then
     step "apt-get install ${missing[*]}"
