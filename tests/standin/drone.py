@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""A stand-in Drone 2.x server: answers GET {prefix}/api/queue from a script of steps.
+
+Request N to the queue (0-based) uses step min(N, len-1). A step is an object:
+  fixture       file whose bytes are served verbatim (relative to the script's folder)
+  body          text served instead (UTF-8)
+  status        HTTP status (default 200)
+  content_type  default application/json
+  delay         seconds to wait before answering (other requests are not held up)
+  auth          "admin" (default): wrong token -> 401; "user": wrong token -> 401,
+                right token -> 403; "any": no check. Checked before delay and body.
+  close         true: drop the connection without answering
+
+stdout: "LISTENING <port>" first, then one JSON line per request:
+  {"n": <queue request index or null>, "method": ..., "path": ..., "auth_ok": bool}
+The token never appears in the output; should a client put it in the URL, it
+is replaced by "[redacted]" in "path".
+"""
+
+import argparse
+import hmac
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+STEP_KEYS = {"fixture", "body", "status", "content_type", "delay", "auth", "close"}
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+_print_lock = threading.Lock()
+
+
+def emit(obj):
+    with _print_lock:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+
+def fail(message):
+    print(f"drone.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class BadRequest(Exception):
+    pass
+
+
+def read_body(handler):
+    """Reads (and returns) the request body, by Content-Length or chunked, so
+    the connection stays usable for the next request."""
+    te = handler.headers.get("Transfer-Encoding")
+    if te:
+        if te.split(",")[-1].strip().lower() != "chunked":
+            raise BadRequest("unsupported Transfer-Encoding")
+        parts = []
+        while True:
+            line = handler.rfile.readline(65537)
+            if not line.endswith(b"\n"):
+                raise BadRequest("bad chunk size line")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise BadRequest("bad chunk size")
+            if size == 0:
+                break
+            data = handler.rfile.read(size)
+            if len(data) != size or handler.rfile.readline(3).strip():
+                raise BadRequest("truncated chunk")
+            parts.append(data)
+        while handler.rfile.readline(65537).strip():  # trailers
+            pass
+        return b"".join(parts)
+    length = handler.headers.get("Content-Length")
+    if length is None:
+        return b""
+    try:
+        n = int(length)
+    except ValueError:
+        raise BadRequest("bad Content-Length")
+    data = handler.rfile.read(n)
+    if len(data) != n:
+        raise BadRequest("truncated body")
+    return data
+
+
+def load_script(path):
+    try:
+        with open(path, "rb") as f:
+            steps = json.load(f)
+    except (OSError, ValueError) as e:
+        fail(f"cannot read --script {path}: {e}")
+    if not isinstance(steps, list) or not steps:
+        fail("--script must hold a non-empty JSON array of steps")
+    base = os.path.dirname(os.path.abspath(path))
+    loaded = []
+    for i, step in enumerate(steps):
+        if not isinstance(step, dict):
+            fail(f"step {i} is not an object")
+        unknown = set(step) - STEP_KEYS
+        if unknown:
+            fail(f"step {i} has unknown keys {sorted(unknown)}")
+        if "fixture" in step and "body" in step:
+            fail(f"step {i} has both fixture and body")
+        if step.get("auth", "admin") not in ("admin", "user", "any"):
+            fail(f"step {i}: auth must be admin, user or any")
+        status = step.get("status", 200)
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            fail(f"step {i}: status must be an integer 100-599")
+        delay = step.get("delay", 0)
+        if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
+            fail(f"step {i}: delay must be a non-negative number")
+        if "fixture" in step:
+            # Read once at start, so a missing file fails loudly before any test runs.
+            fixture = os.path.join(base, step["fixture"])
+            try:
+                with open(fixture, "rb") as f:
+                    payload = f.read()
+            except OSError as e:
+                fail(f"step {i}: cannot read fixture: {e}")
+        else:
+            payload = str(step.get("body", "")).encode("utf-8")
+        loaded.append(
+            {
+                "payload": payload,
+                "status": status,
+                "content_type": step.get("content_type", "application/json"),
+                "delay": float(delay),
+                "auth": step.get("auth", "admin"),
+                "close": bool(step.get("close", False)),
+            }
+        )
+    return loaded
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "drone-standin"
+
+    def version_string(self):
+        return self.server_version
+
+    # Set on the class by main().
+    token = ""
+    queue_path = "/api/queue"
+    steps = []
+    counter_lock = threading.Lock()
+    counter = 0
+
+    def log_message(self, format, *args):
+        pass
+
+    def respond(self, status, body=b"", content_type=None, extra=()):
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        for name, value in extra:
+            self.send_header(name, value)
+        no_body = status in (204, 304) or status < 200
+        if not no_body:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body and not no_body and self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_any(self):
+        try:
+            read_body(self)
+        except BadRequest:
+            self.close_connection = True
+            self.respond(400, b"bad request\n", "text/plain; charset=utf-8")
+            return
+
+        path = urlsplit(self.path).path
+        auth_ok = hmac.compare_digest(
+            self.headers.get("Authorization", "").encode("latin-1", "replace"),
+            ("Bearer " + self.token).encode("utf-8"),
+        )
+        logged_path = self.path.replace(self.token, "[redacted]") if self.token else self.path
+
+        n = None
+        if path == self.queue_path and self.command == "GET":
+            with Handler.counter_lock:
+                n = Handler.counter
+                Handler.counter += 1
+        emit({"n": n, "method": self.command, "path": logged_path, "auth_ok": auth_ok})
+
+        if path != self.queue_path:
+            self.respond(404, b"404 page not found\n", "text/plain; charset=utf-8")
+            return
+        if n is None:
+            self.respond(405, b"", None, [("Allow", "GET")])
+            return
+
+        step = self.steps[min(n, len(self.steps) - 1)]
+        if step["auth"] != "any":
+            if not auth_ok:
+                self.respond(401, b'{"message":"Unauthorized"}\n', "application/json")
+                return
+            if step["auth"] == "user":
+                self.respond(403, b'{"message":"Forbidden"}\n', "application/json")
+                return
+        if step["delay"]:
+            time.sleep(step["delay"])
+        if step["close"]:
+            # No response at all; the server closes the socket after this.
+            self.close_connection = True
+            return
+        self.respond(step["status"], step["payload"], step["content_type"])
+
+
+for _m in METHODS:
+    setattr(Handler, "do_" + _m, Handler.handle_any)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        # A client that hangs up mid-answer (e.g. after its own timeout) is expected.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+def serve(server):
+    """Prints LISTENING, serves until SIGTERM/SIGINT, then shuts down."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"LISTENING {server.server_address[1]}", flush=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    while not stop.wait(0.2):
+        pass
+    server.shutdown()
+    server.server_close()
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Stand-in Drone 2.x queue API.")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: the OS picks)")
+    parser.add_argument("--token", required=True, help="the admin token the server accepts")
+    parser.add_argument("--prefix", default="", help="path prefix in front of /api/queue")
+    parser.add_argument("--script", required=True, help="JSON array of steps")
+    args = parser.parse_args()
+    if not args.token:
+        fail("--token must not be empty")
+
+    prefix = args.prefix.strip("/")
+    Handler.queue_path = ("/" + prefix if prefix else "") + "/api/queue"
+    Handler.token = args.token
+    Handler.steps = load_script(args.script)
+
+    server = Server(("127.0.0.1", args.port), Handler)
+    serve(server)
+
+
+if __name__ == "__main__":
+    main()

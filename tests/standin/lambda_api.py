@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""An AWS Lambda Runtime API emulator (API version 2018-06-01).
+
+Hands out the events of --events one invocation at a time: the next event
+goes out only once the previous one got its response or error. When every
+event has been answered it prints {"kind": "done"} once, and from then on
+/next never answers.
+
+stdout: "LISTENING <port>" first, then one JSON line per answer:
+  {"kind": "response", "request_id": ..., "body": ...}
+  {"kind": "error", "request_id": ..., "error_type": ..., "body": ...}
+  {"kind": "init_error", "error_type": ..., "body": ...}
+  {"kind": "invalid_request_id", "route": "response"|"error", "request_id": ..., "body": ...}
+  {"kind": "done"}
+"body" is the request body parsed as JSON, or its raw text if it is not JSON.
+"""
+
+import argparse
+import json
+import re
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+API = "/2018-06-01/runtime"
+NEXT_PATH = API + "/invocation/next"
+INIT_ERROR_PATH = API + "/init/error"
+ANSWER_RE = re.compile(re.escape(API) + r"/invocation/([^/]+)/(response|error)")
+FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:drone-queue-cloudwatch"
+TRACE_ID = "Root=1-00000000-000000000000000000000000;Sampled=0"
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+_print_lock = threading.Lock()
+
+
+def emit(obj):
+    with _print_lock:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+
+def fail(message):
+    print(f"lambda_api.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+class BadRequest(Exception):
+    pass
+
+
+def read_body(handler):
+    """Reads the request body, by Content-Length or chunked (lambda_runtime may
+    stream its answers)."""
+    te = handler.headers.get("Transfer-Encoding")
+    if te:
+        if te.split(",")[-1].strip().lower() != "chunked":
+            raise BadRequest("unsupported Transfer-Encoding")
+        parts = []
+        while True:
+            line = handler.rfile.readline(65537)
+            if not line.endswith(b"\n"):
+                raise BadRequest("bad chunk size line")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise BadRequest("bad chunk size")
+            if size == 0:
+                break
+            data = handler.rfile.read(size)
+            if len(data) != size or handler.rfile.readline(3).strip():
+                raise BadRequest("truncated chunk")
+            parts.append(data)
+        while handler.rfile.readline(65537).strip():  # trailers
+            pass
+        return b"".join(parts)
+    length = handler.headers.get("Content-Length")
+    if length is None:
+        return b""
+    try:
+        n = int(length)
+    except ValueError:
+        raise BadRequest("bad Content-Length")
+    data = handler.rfile.read(n)
+    if len(data) != n:
+        raise BadRequest("truncated body")
+    return data
+
+
+def parse_body(raw):
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class Invocations:
+    """The events and which of them are out; one invocation at a time."""
+
+    def __init__(self, events, deadline_ms, stop):
+        self.events = events
+        self.deadline_ms = deadline_ms
+        self.stop = stop
+        self.cond = threading.Condition()
+        self.handed = 0  # events handed out so far
+        self.outstanding = None  # request id of the invocation being run
+        self.done_printed = False
+
+    def next(self, client_gone):
+        """Blocks until an event can go out; returns (request_id, deadline, event),
+        or None when stopping or when the client hung up while waiting (so that
+        no event is handed to a connection nobody reads)."""
+        with self.cond:
+            while self.outstanding is not None or self.handed >= len(self.events):
+                if self.stop.is_set() or client_gone():
+                    return None
+                self.cond.wait(0.1)
+            if client_gone():
+                return None
+            event = self.events[self.handed]
+            self.handed += 1
+            self.outstanding = f"req-{self.handed}"
+            deadline = int(time.time() * 1000) + self.deadline_ms
+            return self.outstanding, deadline, event
+
+    def answer(self, request_id, line):
+        """Records the answer of the invocation that is out: prints `line`, and
+        {"kind": "done"} after the last one. False if `request_id` is not the
+        invocation that is out. Printing under the lock keeps the lines in order."""
+        with self.cond:
+            if request_id != self.outstanding:
+                return False
+            emit(line)
+            self.outstanding = None
+            self.cond.notify_all()
+            self.maybe_done_locked()
+            return True
+
+    def maybe_done_locked(self):
+        if not self.done_printed and self.outstanding is None and self.handed >= len(self.events):
+            self.done_printed = True
+            emit({"kind": "done"})
+
+    def maybe_done(self):
+        with self.cond:
+            self.maybe_done_locked()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "lambda-runtime-api-standin"
+
+    def version_string(self):
+        return self.server_version
+
+    invocations = None  # set by main()
+
+    def log_message(self, format, *args):
+        pass
+
+    def client_gone(self):
+        """True if the client closed its connection (it is waiting for an answer,
+        so anything readable is either more pipelined data or the end)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+
+    def respond(self, status, body=b"", content_type="application/json", extra=()):
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        for name, value in extra:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body and self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_any(self):
+        try:
+            raw = read_body(self)
+        except BadRequest as e:
+            self.close_connection = True
+            self.respond(400, json.dumps({"errorMessage": str(e), "errorType": "BadRequest"}).encode())
+            return
+        path = urlsplit(self.path).path
+        inv = self.invocations
+
+        if path == NEXT_PATH:
+            if self.command != "GET":
+                return self.respond(405, b"", None, [("Allow", "GET")])
+            got = inv.next(self.client_gone)
+            if got is None:  # shutting down, or the client left
+                self.close_connection = True
+                return
+            request_id, deadline, event = got
+            self.respond(
+                200,
+                json.dumps(event).encode("utf-8"),
+                "application/json",
+                [
+                    ("Lambda-Runtime-Aws-Request-Id", request_id),
+                    ("Lambda-Runtime-Deadline-Ms", str(deadline)),
+                    ("Lambda-Runtime-Invoked-Function-Arn", FUNCTION_ARN),
+                    ("Lambda-Runtime-Trace-Id", TRACE_ID),
+                ],
+            )
+            return
+
+        if path == INIT_ERROR_PATH:
+            if self.command != "POST":
+                return self.respond(405, b"", None, [("Allow", "POST")])
+            emit(
+                {
+                    "kind": "init_error",
+                    "error_type": self.headers.get("Lambda-Runtime-Function-Error-Type"),
+                    "body": parse_body(raw),
+                }
+            )
+            return self.respond(202, b'{"status":"OK"}')
+
+        m = ANSWER_RE.fullmatch(path)
+        if m:
+            if self.command != "POST":
+                return self.respond(405, b"", None, [("Allow", "POST")])
+            request_id, route = unquote(m.group(1)), m.group(2)
+            line = {"kind": route, "request_id": request_id}
+            if route == "error":
+                line["error_type"] = self.headers.get("Lambda-Runtime-Function-Error-Type")
+            line["body"] = parse_body(raw)
+            if inv.answer(request_id, line):
+                return self.respond(202, b'{"status":"OK"}')
+            # Not the invocation that is out (unknown or already answered):
+            # the real API refuses it too.
+            emit({"kind": "invalid_request_id", "route": route, "request_id": request_id, "body": line["body"]})
+            message = {"errorMessage": f"Invalid request ID: {request_id}", "errorType": "InvalidRequestID"}
+            return self.respond(400, json.dumps(message).encode())
+
+        self.respond(404, b'{"errorMessage":"not found","errorType":"NotFound"}')
+
+
+for _m in METHODS:
+    setattr(Handler, "do_" + _m, Handler.handle_any)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="AWS Lambda Runtime API emulator.")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: the OS picks)")
+    parser.add_argument("--events", required=True, help="JSON array, one event payload per invocation")
+    parser.add_argument("--deadline-ms", type=int, default=5000, help="time each invocation may run")
+    args = parser.parse_args()
+    try:
+        with open(args.events, "rb") as f:
+            events = json.load(f)
+    except (OSError, ValueError) as e:
+        fail(f"cannot read --events {args.events}: {e}")
+    if not isinstance(events, list):
+        fail("--events must hold a JSON array")
+    if args.deadline_ms <= 0:
+        fail("--deadline-ms must be positive")
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    Handler.invocations = Invocations(events, args.deadline_ms, stop)
+    server = Server(("127.0.0.1", args.port), Handler)
+    print(f"LISTENING {server.server_address[1]}", flush=True)
+    Handler.invocations.maybe_done()  # no events: done at once
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    while not stop.wait(0.2):
+        pass
+    server.shutdown()
+    server.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""A fault-injecting HTTP proxy in front of a local CloudWatch emulator.
+
+The first --throttle POST requests get CloudWatch's throttling error as the
+AWS SDK sees it under CloudWatch's Smithy RPC v2 CBOR protocol (with AWS query
+compatibility); every other request is relayed to --upstream unchanged (the
+Host header included, so the request's signature still matches).
+
+stdout: "LISTENING <port>" first, then one JSON line per request:
+  {"n": <index among POSTs or null>, "method": ..., "path": ...,
+   "throttled": bool, "upstream_status": <int or null>}
+"""
+
+import argparse
+import http.client
+import json
+import signal
+import sys
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",  # already answered with 100 Continue by this server
+}
+
+_print_lock = threading.Lock()
+
+
+def emit(obj):
+    with _print_lock:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+
+def fail(message):
+    print(f"throttle_proxy.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def cbor_head(major, n):
+    if n < 24:
+        return bytes([major << 5 | n])
+    if n < 0x100:
+        return bytes([major << 5 | 24, n])
+    if n < 0x10000:
+        return bytes([major << 5 | 25]) + n.to_bytes(2, "big")
+    return bytes([major << 5 | 26]) + n.to_bytes(4, "big")
+
+
+def cbor_text(s):
+    data = s.encode("utf-8")
+    return cbor_head(3, len(data)) + data
+
+
+def cbor_text_map(pairs):
+    """CBOR map (major type 5) of text keys to text values (major type 3)."""
+    out = cbor_head(5, len(pairs))
+    for key, value in pairs:
+        out += cbor_text(key) + cbor_text(value)
+    return out
+
+
+# a2 66 "__type" 6a "Throttling" 67 "message" 6d "Rate exceeded"
+THROTTLING_BODY = cbor_text_map([("__type", "Throttling"), ("message", "Rate exceeded")])
+
+
+class BadRequest(Exception):
+    pass
+
+
+def read_body(handler):
+    """Reads the request body, by Content-Length or chunked."""
+    te = handler.headers.get("Transfer-Encoding")
+    if te:
+        if te.split(",")[-1].strip().lower() != "chunked":
+            raise BadRequest("unsupported Transfer-Encoding")
+        parts = []
+        while True:
+            line = handler.rfile.readline(65537)
+            if not line.endswith(b"\n"):
+                raise BadRequest("bad chunk size line")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise BadRequest("bad chunk size")
+            if size == 0:
+                break
+            data = handler.rfile.read(size)
+            if len(data) != size or handler.rfile.readline(3).strip():
+                raise BadRequest("truncated chunk")
+            parts.append(data)
+        while handler.rfile.readline(65537).strip():  # trailers
+            pass
+        return b"".join(parts)
+    length = handler.headers.get("Content-Length")
+    if length is None:
+        return b""
+    try:
+        n = int(length)
+    except ValueError:
+        raise BadRequest("bad Content-Length")
+    data = handler.rfile.read(n)
+    if len(data) != n:
+        raise BadRequest("truncated body")
+    return data
+
+
+def hop_by_hop(headers):
+    """The hop-by-hop header names: the fixed ones and those named in Connection."""
+    names = set(HOP_BY_HOP)
+    for value in headers.get_all("Connection") or []:
+        names.update(v.strip().lower() for v in value.split(",") if v.strip())
+    return names
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "throttle-proxy"
+
+    def version_string(self):
+        return self.server_version
+
+    # Set by main().
+    upstream = ("127.0.0.1", 80)
+    throttle = 0
+    counter_lock = threading.Lock()
+    posts = 0
+
+    def log_message(self, format, *args):
+        pass
+
+    def send_all(self, status, headers, body, reason=None, relay=False):
+        """Answers with `headers` and `body`. A relayed answer keeps the
+        upstream's headers as they are (its Date and Server included); the
+        Content-Length is always recomputed, except that an answer to HEAD
+        keeps the upstream's."""
+        if relay:
+            self.send_response_only(status, reason)
+        else:
+            self.send_response(status, reason)
+        for name, value in headers:
+            self.send_header(name, value)
+        bodiless = status in (204, 304) or status < 200
+        has_length = any(name.lower() == "content-length" for name, _ in headers)
+        if not bodiless and not has_length:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body and not bodiless and self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_any(self):
+        try:
+            body = read_body(self)
+        except BadRequest:
+            self.close_connection = True
+            self.send_all(400, [("Content-Type", "text/plain; charset=utf-8")], b"bad request\n")
+            return
+
+        n = None
+        if self.command == "POST":
+            with Handler.counter_lock:
+                n = Handler.posts
+                Handler.posts += 1
+        line = {"n": n, "method": self.command, "path": self.path}
+
+        if n is not None and n < self.throttle:
+            emit({**line, "throttled": True, "upstream_status": None})
+            self.send_all(
+                400,
+                [
+                    ("smithy-protocol", "rpc-v2-cbor"),
+                    ("Content-Type", "application/cbor"),
+                    ("x-amzn-query-error", "Throttling;Sender"),
+                    ("x-amzn-RequestId", str(uuid.uuid4())),
+                ],
+                THROTTLING_BODY,
+            )
+            return
+
+        drop = hop_by_hop(self.headers)
+        conn = http.client.HTTPConnection(*self.upstream, timeout=60)
+        try:
+            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+            for name, value in self.headers.items():
+                if name.lower() not in drop and name.lower() != "content-length":
+                    conn.putheader(name, value)
+            if body or self.command in ("POST", "PUT", "PATCH"):
+                conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders(body or None)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            emit({**line, "throttled": False, "upstream_status": None})
+            self.send_all(
+                502,
+                [("Content-Type", "text/plain; charset=utf-8")],
+                f"throttle_proxy: upstream failed: {e}\n".encode(),
+            )
+            return
+        finally:
+            conn.close()
+
+        emit({**line, "throttled": False, "upstream_status": resp.status})
+        drop = hop_by_hop(resp.headers)
+        headers = [
+            (k, v)
+            for k, v in resp.headers.items()
+            if k.lower() not in drop and (k.lower() != "content-length" or self.command == "HEAD")
+        ]
+        self.send_all(resp.status, headers, payload, resp.reason, relay=True)
+
+
+for _m in METHODS:
+    setattr(Handler, "do_" + _m, Handler.handle_any)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+def parse_upstream(url):
+    """Only a plain-HTTP URL on this machine's loopback is allowed."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        fail(f"--upstream must be an http:// URL, got {url!r}")
+    if parts.hostname not in ("127.0.0.1", "localhost"):
+        fail(f"--upstream must be on 127.0.0.1 or localhost, got {url!r}")
+    if parts.username or parts.password or parts.query or parts.fragment or parts.path not in ("", "/"):
+        fail(f"--upstream must be just http://127.0.0.1:PORT, got {url!r}")
+    try:
+        port = parts.port or 80
+    except ValueError:
+        fail(f"--upstream has a bad port: {url!r}")
+    # Connect to the address itself rather than resolving "localhost".
+    return ("127.0.0.1", port)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="Throttling proxy in front of a CloudWatch emulator.")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: the OS picks)")
+    parser.add_argument("--upstream", required=True, help="http://127.0.0.1:PORT of the emulator")
+    parser.add_argument("--throttle", type=int, default=0, help="how many of the first POSTs to refuse")
+    args = parser.parse_args()
+    if args.throttle < 0:
+        fail("--throttle must not be negative")
+    Handler.upstream = parse_upstream(args.upstream)
+    Handler.throttle = args.throttle
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server = Server(("127.0.0.1", args.port), Handler)
+    print(f"LISTENING {server.server_address[1]}", flush=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    while not stop.wait(0.2):
+        pass
+    server.shutdown()
+    server.server_close()
+
+
+if __name__ == "__main__":
+    main()
