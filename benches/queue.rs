@@ -20,6 +20,7 @@ use drone_queue_cloudwatch::config::Token;
 use drone_queue_cloudwatch::drone::{DroneClient, parse_queue};
 use drone_queue_cloudwatch::grouping::Grouping;
 use drone_queue_cloudwatch::metrics::plan;
+use drone_queue_cloudwatch::routing::classify;
 
 const FIXTURE: &str = "drone_09_large_5000_stages_12_groups.json";
 
@@ -66,7 +67,20 @@ fn main() {
             parse.push(parsed);
             assert_eq!(p.groups.len(), groups);
         }
+        let stages = parse_queue(&body).unwrap();
+        let mut rules = Vec::new();
+        let mut counting = Vec::new();
+        for _ in 0..50 {
+            let t = Instant::now();
+            black_box(classify(black_box(&stages)));
+            rules.push(t.elapsed());
+            let t = Instant::now();
+            black_box(aggregate(black_box(&stages), &grouping));
+            counting.push(t.elapsed());
+        }
         println!("[{label}] parse:                median {} (50 runs)", ms(median(parse)));
+        println!("[{label}] scheduler rules:      median {} (50 runs)", ms(median(rules)));
+        println!("[{label}] aggregate (w/ rules): median {} (50 runs)", ms(median(counting)));
         println!("[{label}] parse+aggregate+plan: median {} (50 runs)", ms(median(total)));
     }
 

@@ -1,7 +1,7 @@
 //! The pure core: from the stages of one queue read to counts per runner
 //! group. No I/O here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -164,17 +164,33 @@ pub fn aggregate(stages: &[Stage], grouping: &Grouping) -> QueueCounts {
     let standings = classify(stages);
     let mut counts = QueueCounts::default();
 
-    let mut by_route: HashMap<Route<'_>, GroupCounts> = HashMap::new();
+    // Stages by route: by label set first (a queue has few, and a B-tree
+    // compares them cheaply), then, only when the grouping uses them, by
+    // platform and type within the set (a short list).
+    let by_platform = grouping.platform || grouping.pipeline_type;
+    let mut by_labels: BTreeMap<&BTreeMap<String, String>, Vec<(Route<'_>, GroupCounts)>> =
+        BTreeMap::new();
     for (stage, standing) in stages.iter().zip(standings) {
         let Some(standing) = standing else {
             counts.ignored.push(IgnoredStage { id: stage.id, status: stage.status.clone() });
             continue;
         };
-        by_route.entry(Route::from(stage)).or_default().add(standing, pending_since(stage));
+        let route = Route::from(stage);
+        let routes = by_labels.entry(&stage.labels).or_default();
+        let found = if by_platform {
+            routes.iter().position(|(r, _)| r.same_platform_and_type(&route))
+        } else {
+            (!routes.is_empty()).then_some(0)
+        };
+        let slot = found.unwrap_or_else(|| {
+            routes.push((route, GroupCounts::default()));
+            routes.len() - 1
+        });
+        routes[slot].1.add(standing, pending_since(stage));
     }
 
     // Few routes, so building each one's key is cheap.
-    for (route, route_counts) in by_route {
+    for (route, route_counts) in by_labels.into_values().flatten() {
         let keyed = grouping.key(&route);
         if keyed.conflicts.is_empty() {
             counts.groups.entry(keyed.key).or_default().merge(&route_counts);
@@ -253,7 +269,7 @@ mod tests {
         stages[2].created = 1_000; // startable since 1000
         stages[3].created = 900;
         stages[3].updated = 1_100;
-        stages[3].depends_on = vec!["build".into()]; // startable since 1100
+        stages[3].has_dependencies = true; // startable since 1100
         for s in &mut stages {
             s.repo_id = 1;
             s.name = format!("p{}", s.id);

@@ -61,9 +61,11 @@ pub struct Stage {
     /// Unix seconds.
     #[serde(default, deserialize_with = "nullable")]
     pub updated: i64,
-    /// Names of the stages this one waited for before it became pending.
-    #[serde(default, deserialize_with = "nullable")]
-    pub depends_on: Vec<String>,
+    /// True when the stage waited for other stages (`depends_on` is a
+    /// non-empty list) before it became pending. The names themselves are
+    /// not needed, so they are skipped rather than allocated.
+    #[serde(default, rename = "depends_on", deserialize_with = "non_empty_list")]
+    pub has_dependencies: bool,
     /// The pipeline's `node:` labels, which route it to runners.
     #[serde(default, deserialize_with = "nullable")]
     pub labels: BTreeMap<String, String>,
@@ -76,6 +78,34 @@ where
     T: Default + Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
+
+/// Reads a list (or `null`) and says whether it had any element.
+fn non_empty_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    struct NonEmpty;
+    impl<'de> serde::de::Visitor<'de> for NonEmpty {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of stage names")
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_none<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+            d.deserialize_seq(NonEmpty)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            let mut any = false;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                any = true;
+            }
+            Ok(any)
+        }
+    }
+    deserializer.deserialize_option(NonEmpty)
 }
 
 /// What a stage's status means for counting.
@@ -409,10 +439,13 @@ mod tests {
 
     #[test]
     fn optional_fields_may_be_absent_or_null_and_unknown_ones_are_ignored() {
-        let body = br#"[{"id":1,"status":"pending","labels":null,"machine":null,"x":{"y":1}},
-                        {"id":2,"status":"running","type":"exec","labels":{"a":""}}]"#;
+        let body = br#"[{"id":1,"status":"pending","labels":null,"machine":null,"x":{"y":1},"depends_on":null},
+                        {"id":2,"status":"running","type":"exec","labels":{"a":""},"depends_on":["a"]},
+                        {"id":3,"status":"running","depends_on":[]}]"#;
         let stages = parse_queue(body).unwrap();
-        assert_eq!(stages.len(), 2);
+        assert_eq!(stages.len(), 3);
+        let deps: Vec<bool> = stages.iter().map(|s| s.has_dependencies).collect();
+        assert_eq!(deps, [false, true, false]);
         assert!(stages[0].labels.is_empty());
         assert_eq!(stages[0].machine, "");
         assert_eq!(stages[1].pipeline_type, "exec");

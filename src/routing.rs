@@ -4,8 +4,7 @@
 //! and pipeline name, and a repository's `throttle` counts every stage of
 //! the repository, whatever runner group it belongs to.
 
-use std::collections::HashMap;
-
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::drone::{Stage, StageState};
@@ -38,15 +37,33 @@ pub enum Standing {
 /// - `throttle`: a pending stage is blocked when the repository has at least
 ///   `throttle` stages with a lower id, in any status and any group.
 pub fn classify(stages: &[Stage]) -> Vec<Option<Standing>> {
-    let counted = |s: &Stage| s.state() != StageState::Other;
+    let states: Vec<StageState> = stages.iter().map(Stage::state).collect();
+
+    // Only pending stages with a limit or a throttle need their siblings or
+    // their repository: most stages have neither, so only those groups are
+    // indexed.
+    let mut limited: FxHashMap<(i64, &str), Vec<usize>> = FxHashMap::default();
+    let mut throttled: FxHashMap<i64, Vec<usize>> = FxHashMap::default();
+    for (i, stage) in stages.iter().enumerate() {
+        if states[i] == StageState::Pending && stage.limit > 0 {
+            limited.entry((stage.repo_id, stage.name.as_str())).or_default();
+        }
+        if states[i] == StageState::Pending && stage.throttle > 0 {
+            throttled.entry(stage.repo_id).or_default();
+        }
+    }
 
     // Positions of each stage among its siblings and its repository, in id
     // order, so that every rule is a lookup rather than a scan of the queue.
-    let mut siblings: HashMap<(i64, &str), Vec<usize>> = HashMap::new();
-    let mut repos: HashMap<i64, Vec<usize>> = HashMap::new();
-    for (i, stage) in stages.iter().enumerate().filter(|(_, s)| counted(s)) {
-        siblings.entry((stage.repo_id, stage.name.as_str())).or_default().push(i);
-        repos.entry(stage.repo_id).or_default().push(i);
+    let mut siblings = limited;
+    let mut repos = throttled;
+    for (i, stage) in stages.iter().enumerate().filter(|(i, _)| states[*i] != StageState::Other) {
+        if let Some(members) = siblings.get_mut(&(stage.repo_id, stage.name.as_str())) {
+            members.push(i);
+        }
+        if let Some(members) = repos.get_mut(&stage.repo_id) {
+            members.push(i);
+        }
     }
 
     // For each stage: siblings with a lower id, and running siblings with a
@@ -54,11 +71,10 @@ pub fn classify(stages: &[Stage]) -> Vec<Option<Standing>> {
     let mut limit_count = vec![0_usize; stages.len()];
     for members in siblings.values_mut() {
         members.sort_unstable_by_key(|&i| stages[i].id);
-        let running_total =
-            members.iter().filter(|&&i| stages[i].state() == StageState::Running).count();
+        let running_total = members.iter().filter(|&&i| states[i] == StageState::Running).count();
         let mut running_before = 0;
         for (position, &i) in members.iter().enumerate() {
-            let running = stages[i].state() == StageState::Running;
+            let running = states[i] == StageState::Running;
             limit_count[i] = position + (running_total - running_before - usize::from(running));
             running_before += usize::from(running);
         }
@@ -75,7 +91,7 @@ pub fn classify(stages: &[Stage]) -> Vec<Option<Standing>> {
     stages
         .iter()
         .enumerate()
-        .map(|(i, stage)| match stage.state() {
+        .map(|(i, stage)| match states[i] {
             StageState::Other => None,
             StageState::Running => Some(Standing::Running),
             StageState::Pending if !stage.machine.is_empty() => Some(Standing::Accepted),
@@ -96,7 +112,7 @@ pub fn classify(stages: &[Stage]) -> Vec<Option<Standing>> {
 /// first waited for other stages (`depends_on`), its last update, which is
 /// when those finished and it became pending.
 pub fn pending_since(stage: &Stage) -> i64 {
-    if stage.depends_on.is_empty() { stage.created } else { stage.updated }
+    if stage.has_dependencies { stage.updated } else { stage.created }
 }
 
 #[cfg(test)]
@@ -260,7 +276,7 @@ mod tests {
         plain.created = 100;
         plain.updated = 150;
         assert_eq!(pending_since(&plain), 100);
-        plain.depends_on = vec!["build".into()];
+        plain.has_dependencies = true;
         assert_eq!(pending_since(&plain), 150);
     }
 }
