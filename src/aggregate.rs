@@ -98,9 +98,14 @@ impl GroupCounts {
             Standing::BlockedByThrottle => self.blocked_by_throttle += 1,
             Standing::Startable => {
                 self.startable += 1;
-                self.oldest_startable_since = Some(
-                    self.oldest_startable_since.map_or(pending_since, |t| t.min(pending_since)),
-                );
+                // A stage without its times (a server that leaves them out)
+                // says nothing about waiting; taking 0 as its start would
+                // publish a wait of decades.
+                if pending_since > 0 {
+                    self.oldest_startable_since = Some(
+                        self.oldest_startable_since.map_or(pending_since, |t| t.min(pending_since)),
+                    );
+                }
             }
         }
         if standing != Standing::Running {
@@ -293,6 +298,11 @@ mod tests {
         assert_eq!(group.oldest_wait(1_060), 60);
         assert_eq!(group.oldest_wait(900), 0, "a clock behind Drone's is no negative wait");
         assert_eq!(GroupCounts::default().oldest_wait(1_060), 0);
+
+        // Without its times a stage still counts, but sets no wait.
+        let counts = aggregate(&[stage(9, "pending", &[])], &Grouping::default());
+        let group = counts.groups[&key(&[])];
+        assert_eq!((group.startable, group.oldest_startable_since), (1, None));
     }
 
     #[test]

@@ -25,67 +25,13 @@ import signal
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from common import BadRequest, Server, emit, fail, read_body
 
 STEP_KEYS = {"fixture", "body", "status", "content_type", "delay", "auth", "close"}
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-_print_lock = threading.Lock()
-
-
-def emit(obj):
-    with _print_lock:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
-
-
-def fail(message):
-    print(f"drone.py: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-class BadRequest(Exception):
-    pass
-
-
-def read_body(handler):
-    """Reads (and returns) the request body, by Content-Length or chunked, so
-    the connection stays usable for the next request."""
-    te = handler.headers.get("Transfer-Encoding")
-    if te:
-        if te.split(",")[-1].strip().lower() != "chunked":
-            raise BadRequest("unsupported Transfer-Encoding")
-        parts = []
-        while True:
-            line = handler.rfile.readline(65537)
-            if not line.endswith(b"\n"):
-                raise BadRequest("bad chunk size line")
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise BadRequest("bad chunk size")
-            if size == 0:
-                break
-            data = handler.rfile.read(size)
-            if len(data) != size or handler.rfile.readline(3).strip():
-                raise BadRequest("truncated chunk")
-            parts.append(data)
-        while handler.rfile.readline(65537).strip():  # trailers
-            pass
-        return b"".join(parts)
-    length = handler.headers.get("Content-Length")
-    if length is None:
-        return b""
-    try:
-        n = int(length)
-    except ValueError:
-        raise BadRequest("bad Content-Length")
-    data = handler.rfile.read(n)
-    if len(data) != n:
-        raise BadRequest("truncated body")
-    return data
-
 
 def load_script(path):
     try:
@@ -214,17 +160,6 @@ class Handler(BaseHTTPRequestHandler):
 
 for _m in METHODS:
     setattr(Handler, "do_" + _m, Handler.handle_any)
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def handle_error(self, request, client_address):
-        # A client that hangs up mid-answer (e.g. after its own timeout) is expected.
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
 
 
 def serve(server):

@@ -24,8 +24,10 @@ import socket
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
+
+from common import BadRequest, Server, emit, fail, read_body
 
 API = "/2018-06-01/runtime"
 NEXT_PATH = API + "/invocation/next"
@@ -34,62 +36,6 @@ ANSWER_RE = re.compile(re.escape(API) + r"/invocation/([^/]+)/(response|error)")
 FUNCTION_ARN = "arn:aws:lambda:us-east-1:123456789012:function:drone-queue-cloudwatch"
 TRACE_ID = "Root=1-00000000-000000000000000000000000;Sampled=0"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-
-_print_lock = threading.Lock()
-
-
-def emit(obj):
-    with _print_lock:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
-
-
-def fail(message):
-    print(f"lambda_api.py: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-class BadRequest(Exception):
-    pass
-
-
-def read_body(handler):
-    """Reads the request body, by Content-Length or chunked (lambda_runtime may
-    stream its answers)."""
-    te = handler.headers.get("Transfer-Encoding")
-    if te:
-        if te.split(",")[-1].strip().lower() != "chunked":
-            raise BadRequest("unsupported Transfer-Encoding")
-        parts = []
-        while True:
-            line = handler.rfile.readline(65537)
-            if not line.endswith(b"\n"):
-                raise BadRequest("bad chunk size line")
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise BadRequest("bad chunk size")
-            if size == 0:
-                break
-            data = handler.rfile.read(size)
-            if len(data) != size or handler.rfile.readline(3).strip():
-                raise BadRequest("truncated chunk")
-            parts.append(data)
-        while handler.rfile.readline(65537).strip():  # trailers
-            pass
-        return b"".join(parts)
-    length = handler.headers.get("Content-Length")
-    if length is None:
-        return b""
-    try:
-        n = int(length)
-    except ValueError:
-        raise BadRequest("bad Content-Length")
-    data = handler.rfile.read(n)
-    if len(data) != n:
-        raise BadRequest("truncated body")
-    return data
-
 
 def parse_body(raw):
     text = raw.decode("utf-8", errors="replace")
@@ -250,16 +196,6 @@ class Handler(BaseHTTPRequestHandler):
 
 for _m in METHODS:
     setattr(Handler, "do_" + _m, Handler.handle_any)
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def handle_error(self, request, client_address):
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
 
 
 def main():

@@ -18,8 +18,10 @@ import signal
 import sys
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
+
+from common import BadRequest, Server, emit, fail, read_body
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 HOP_BY_HOP = {
@@ -34,20 +36,6 @@ HOP_BY_HOP = {
     "upgrade",
     "expect",  # already answered with 100 Continue by this server
 }
-
-_print_lock = threading.Lock()
-
-
-def emit(obj):
-    with _print_lock:
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
-
-
-def fail(message):
-    print(f"throttle_proxy.py: {message}", file=sys.stderr)
-    sys.exit(2)
-
 
 def cbor_head(major, n):
     if n < 24:
@@ -74,47 +62,6 @@ def cbor_text_map(pairs):
 
 # a2 66 "__type" 6a "Throttling" 67 "message" 6d "Rate exceeded"
 THROTTLING_BODY = cbor_text_map([("__type", "Throttling"), ("message", "Rate exceeded")])
-
-
-class BadRequest(Exception):
-    pass
-
-
-def read_body(handler):
-    """Reads the request body, by Content-Length or chunked."""
-    te = handler.headers.get("Transfer-Encoding")
-    if te:
-        if te.split(",")[-1].strip().lower() != "chunked":
-            raise BadRequest("unsupported Transfer-Encoding")
-        parts = []
-        while True:
-            line = handler.rfile.readline(65537)
-            if not line.endswith(b"\n"):
-                raise BadRequest("bad chunk size line")
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise BadRequest("bad chunk size")
-            if size == 0:
-                break
-            data = handler.rfile.read(size)
-            if len(data) != size or handler.rfile.readline(3).strip():
-                raise BadRequest("truncated chunk")
-            parts.append(data)
-        while handler.rfile.readline(65537).strip():  # trailers
-            pass
-        return b"".join(parts)
-    length = handler.headers.get("Content-Length")
-    if length is None:
-        return b""
-    try:
-        n = int(length)
-    except ValueError:
-        raise BadRequest("bad Content-Length")
-    data = handler.rfile.read(n)
-    if len(data) != n:
-        raise BadRequest("truncated body")
-    return data
 
 
 def hop_by_hop(headers):
@@ -224,16 +171,6 @@ class Handler(BaseHTTPRequestHandler):
 
 for _m in METHODS:
     setattr(Handler, "do_" + _m, Handler.handle_any)
-
-
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def handle_error(self, request, client_address):
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
 
 
 def parse_upstream(url):
