@@ -301,11 +301,7 @@ fn an_unreachable_server_is_named() {
 #[test]
 fn dry_run_prints_a_table_and_needs_no_aws() {
     let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
-    let env = vec![
-        ("DRONE_SERVER".to_string(), drone.url()),
-        ("DRONE_TOKEN".to_string(), TOKEN.to_string()),
-        ("CLOUDWATCH_METRICS_NAMESPACE".to_string(), "Drone".to_string()),
-    ];
+    let env = dry_run_env(&drone);
     let run = run(&env, &["--dry-run"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
@@ -339,11 +335,7 @@ fn dry_run_prints_a_table_and_needs_no_aws() {
 #[test]
 fn dry_run_shows_why_stages_are_held_back() {
     let drone = drone_serving("drone_05_limit_blocked.json");
-    let env = vec![
-        ("DRONE_SERVER".to_string(), drone.url()),
-        ("DRONE_TOKEN".to_string(), TOKEN.to_string()),
-        ("CLOUDWATCH_METRICS_NAMESPACE".to_string(), "Drone".to_string()),
-    ];
+    let env = dry_run_env(&drone);
     let run = run(&env, &["--dry-run"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let row: Vec<&str> = run.stdout.lines().nth(3).unwrap().split_whitespace().collect();
@@ -356,11 +348,7 @@ fn dry_run_shows_why_stages_are_held_back() {
 #[test]
 fn dry_run_json_has_every_group_and_the_refused_ones() {
     let drone = drone_serving("drone_08_label_edge_values.json");
-    let env = vec![
-        ("DRONE_SERVER".to_string(), drone.url()),
-        ("DRONE_TOKEN".to_string(), TOKEN.to_string()),
-        ("CLOUDWATCH_METRICS_NAMESPACE".to_string(), "Drone".to_string()),
-    ];
+    let env = dry_run_env(&drone);
     let run = run(&env, &["--dry-run", "--output", "json"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let doc: Value = serde_json::from_str(&run.stdout).expect("one JSON document");

@@ -221,6 +221,15 @@ pub fn full_env(drone: &StandIn, namespace: &str) -> Vec<(String, String)> {
     env
 }
 
+/// What a dry run needs: Drone, token and namespace, and nothing of AWS.
+pub fn dry_run_env(drone: &StandIn) -> Vec<(String, String)> {
+    vec![
+        ("DRONE_SERVER".into(), drone.url()),
+        ("DRONE_TOKEN".into(), TOKEN.into()),
+        ("CLOUDWATCH_METRICS_NAMESPACE".into(), "Drone".into()),
+    ]
+}
+
 /// Runs the binary to completion (killing it after 60 s).
 pub fn run(env: &[(String, String)], args: &[&str]) -> Run {
     let mut cmd = Command::new(BIN);
