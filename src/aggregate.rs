@@ -1,7 +1,7 @@
 //! The pure core: from the stages of one queue read to counts per runner
 //! group. No I/O here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -150,6 +150,9 @@ pub struct QueueCounts {
     pub conflicting: BTreeMap<GroupKey, (GroupCounts, Vec<&'static str>)>,
     /// Stages with a status that is neither pending nor running.
     pub ignored: Vec<IgnoredStage>,
+    /// Every label key of the counted stages, so that a mistyped
+    /// `METRICS_LABEL_KEYS` can be pointed out.
+    pub label_keys: BTreeSet<String>,
 }
 
 impl QueueCounts {
@@ -196,6 +199,7 @@ pub fn aggregate(stages: &[Stage], grouping: &Grouping) -> QueueCounts {
 
     // Few routes, so building each one's key is cheap.
     for (route, route_counts) in by_labels.into_values().flatten() {
+        counts.label_keys.extend(route.labels.keys().cloned());
         let keyed = grouping.key(&route);
         if keyed.conflicts.is_empty() {
             counts.groups.entry(keyed.key).or_default().merge(&route_counts);

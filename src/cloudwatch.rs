@@ -103,8 +103,15 @@ impl CloudWatchSink {
     /// `AWS_ENDPOINT_URL`). Throttling and transient errors are retried with
     /// the SDK's exponential backoff; each call is also bounded by the time
     /// left (see [`CloudWatchSink::publish`]).
-    pub async fn from_env(namespace: String) -> CloudWatchSink {
-        let shared = aws_config::load_from_env().await;
+    ///
+    /// # Errors
+    ///
+    /// The SDK's message when it cannot load its configuration (it panics
+    /// on some invalid settings, which is caught here).
+    pub async fn from_env(namespace: String) -> Result<CloudWatchSink, String> {
+        let shared = tokio::spawn(aws_config::load_from_env()).await.map_err(|failure| {
+            format!("the AWS SDK could not load its configuration: {}", panic_text(failure))
+        })?;
         let config = aws_sdk_cloudwatch::config::Builder::from(&shared)
             .retry_config(
                 RetryConfig::standard()
@@ -113,7 +120,7 @@ impl CloudWatchSink {
                     .with_max_backoff(Duration::from_secs(5)),
             )
             .build();
-        CloudWatchSink { client: Client::from_conf(config), namespace }
+        Ok(CloudWatchSink { client: Client::from_conf(config), namespace })
     }
 
     /// The region the client sends to, if one is configured.
@@ -148,7 +155,8 @@ impl CloudWatchSink {
             let result = if left.is_zero() {
                 Err("no time left before the deadline".to_string())
             } else {
-                self.client
+                let call = self
+                    .client
                     .put_metric_data()
                     .namespace(&self.namespace)
                     .set_metric_data(Some(data))
@@ -158,9 +166,14 @@ impl CloudWatchSink {
                             TimeoutConfig::builder().operation_timeout(left).build(),
                         ),
                     )
-                    .send()
-                    .await
-                    .map_err(|e| describe_error(&e, left))
+                    .send();
+                // The SDK panics on some settings it only reads when sending;
+                // as a task, such a panic fails this call instead of the
+                // process (or the Lambda invocation, with a useless message).
+                match tokio::spawn(call).await {
+                    Ok(sent) => sent.map(drop).map_err(|e| describe_error(&e, left)),
+                    Err(failure) => Err(format!("the AWS SDK failed: {}", panic_text(failure))),
+                }
             };
             match result {
                 Ok(_) => {
@@ -195,6 +208,18 @@ impl CloudWatchSink {
     }
 }
 
+/// The message of a task that panicked (or was cancelled).
+fn panic_text(failure: tokio::task::JoinError) -> String {
+    match failure.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
+            .unwrap_or_else(|| "unknown panic".into()),
+        Err(failure) => failure.to_string(),
+    }
+}
+
 fn encode(datum: &Datum, plan: &Plan, timestamp: DateTime) -> MetricDatum {
     let dimensions = plan.groups[datum.group]
         .0
@@ -219,8 +244,16 @@ where
     E: std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let detail = DisplayErrorContext(err).to_string();
+    // The SDK's text can carry the whole request body; a log line needs
+    // only its start.
+    let detail = crate::drone::printable(&DisplayErrorContext(err).to_string(), 600);
+    let throttled = detail.contains("Throttling") || detail.contains("Rate exceeded");
     let hint = match err {
+        SdkError::ServiceError(_) if throttled => {
+            "CloudWatch kept throttling the calls after every retry; the PutMetricData quota \
+             is shared by every caller in the account and region"
+                .into()
+        }
         SdkError::TimeoutError(_) => {
             format!(
                 "no answer within the {} ms left; check the network path to CloudWatch",

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use reqwest::Url;
 
 use crate::grouping::{self, Grouping};
@@ -13,13 +13,28 @@ use crate::grouping::{self, Grouping};
 /// Exit status for configuration errors, as documented in the README.
 pub const EXIT_CONFIG: i32 = 2;
 
+/// Every variable the program reads itself (the AWS SDK reads its own).
+pub const VARIABLES: [&str; 8] = [
+    "DRONE_SERVER",
+    "DRONE_TOKEN",
+    "CLOUDWATCH_METRICS_NAMESPACE",
+    "DRONE_TIMEOUT",
+    "METRICS_LABEL_KEYS",
+    "METRICS_EXTRA_DIMENSIONS",
+    "METRICS_KNOWN_GROUPS",
+    "LOG_FORMAT",
+];
+
+/// Shortest token accepted.
+const MIN_TOKEN_LEN: usize = 8;
+
 /// Command-line flags; each one can also come from the environment variable
 /// the reference tool used, so existing deployments keep working unchanged.
 #[derive(Debug, Parser)]
 #[command(name = "drone-queue-cloudwatch", version, about, long_about = None)]
 pub struct Args {
     /// Base URL of the Drone server, e.g. https://drone.example.com
-    #[arg(long, env = "DRONE_SERVER", value_name = "URL")]
+    #[arg(long, env = "DRONE_SERVER", value_name = "URL", hide_env_values = true)]
     pub drone_server: Option<String>,
 
     /// Token of a Drone admin (user or machine account). Prefer the
@@ -61,17 +76,30 @@ pub struct Args {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// How the dry run prints what would be published
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
+    /// How the dry run prints what would be published: table or json
+    #[arg(long, value_name = "FORMAT", default_value = "table")]
+    pub output: String,
 
-    /// Log format; the default is JSON inside Lambda and text elsewhere
-    #[arg(long, env = "LOG_FORMAT", value_enum)]
-    pub log_format: Option<LogFormat>,
+    /// Log format, text or json; the default is JSON inside Lambda and text
+    /// elsewhere
+    #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+impl Args {
+    /// The log format asked for, if it is a valid one; an invalid one is
+    /// reported by [`Config::from_args`], after logging has started.
+    pub fn log_format(&self) -> Option<LogFormat> {
+        match self.log_format.as_deref().map(|f| f.trim().to_ascii_lowercase()).as_deref() {
+            Some("text") => Some(LogFormat::Text),
+            Some("json") => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 /// Output of a dry run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
     /// A table for people
     Table,
@@ -80,7 +108,7 @@ pub enum OutputFormat {
 }
 
 /// Format of the log lines written to standard error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// Plain text, one line per event
     Text,
@@ -150,7 +178,11 @@ pub struct ConfigProblem {
 
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.variable, self.flag, self.message)
+        if self.flag == self.variable {
+            write!(f, "{}: {}", self.variable, self.message)
+        } else {
+            write!(f, "{} ({}): {}", self.variable, self.flag, self.message)
+        }
     }
 }
 
@@ -176,6 +208,16 @@ impl Config {
     ///
     /// A [`ConfigError`] listing each variable that is missing or invalid.
     pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
+        Config::check(args, &|name| std::env::var(name).ok())
+    }
+
+    /// [`Config::from_args`], with the environment the AWS SDK will read
+    /// given by `env`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] listing each variable that is missing or invalid.
+    pub fn check(args: &Args, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let mut problem = |variable, flag, message: String| {
             problems.push(ConfigProblem { variable, flag, message });
@@ -240,8 +282,10 @@ impl Config {
             },
         };
 
-        let drone_timeout = match parse_duration(&args.drone_timeout) {
-            Ok(d) if d.is_zero() || d > Duration::from_secs(900) => {
+        let timeout_text =
+            if args.drone_timeout.trim().is_empty() { "10s" } else { &args.drone_timeout };
+        let drone_timeout = match parse_duration(timeout_text) {
+            Ok(d) if d < Duration::from_millis(1) || d > Duration::from_secs(900) => {
                 problem(
                     "DRONE_TIMEOUT",
                     "--drone-timeout",
@@ -286,6 +330,34 @@ impl Config {
             }
         }
 
+        let output = match args.output.trim().to_ascii_lowercase().as_str() {
+            "table" => OutputFormat::Table,
+            "json" => OutputFormat::Json,
+            _ => {
+                problem(
+                    "--output",
+                    "--output",
+                    format!("{:?} is not a format; use table or json", args.output),
+                );
+                OutputFormat::Table
+            }
+        };
+        if args.log_format.is_some() && args.log_format().is_none() {
+            problem(
+                "LOG_FORMAT",
+                "--log-format",
+                format!(
+                    "{:?} is not a log format; use text or json",
+                    args.log_format.as_deref().unwrap_or("")
+                ),
+            );
+        }
+        if !args.dry_run {
+            for (variable, why) in aws_problems(env) {
+                problem(variable, "read by the AWS SDK", why);
+            }
+        }
+
         match (drone_server, drone_token, namespace, drone_timeout) {
             (Some(drone_server), Some(drone_token), Some(namespace), Some(drone_timeout))
                 if problems.is_empty() =>
@@ -297,7 +369,7 @@ impl Config {
                     drone_timeout,
                     grouping,
                     dry_run: args.dry_run,
-                    output: args.output,
+                    output,
                 })
             }
             _ => Err(ConfigError(problems)),
@@ -308,14 +380,15 @@ impl Config {
 /// Accepts an http(s) base URL; the path may carry a prefix (a Drone behind
 /// a reverse proxy under `/drone`), but not the API path itself.
 fn parse_server_url(raw: &str) -> Result<Url, String> {
+    // The value itself is never repeated: a mistyped URL can hold a token.
     let url = Url::parse(raw).map_err(|e| {
-        format!("{raw:?} is not a URL ({e}); give the base URL, e.g. https://drone.example.com")
+        format!("is not a URL ({e}); give the base URL, e.g. https://drone.example.com")
     })?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(format!("{raw:?} must start with https:// or http://"));
+        return Err("must start with https:// or http://".to_string());
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{raw:?} has no host name"));
+        return Err("has no host name".to_string());
     }
     if !url.username().is_empty() || url.password().is_some() {
         // Credentials in the URL would end up in every log line naming it.
@@ -324,13 +397,14 @@ fn parse_server_url(raw: &str) -> Result<Url, String> {
         );
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{raw:?} must not have a query string or fragment"));
+        return Err("must not have a query string or fragment; \
+                    put the token in DRONE_TOKEN"
+            .to_string());
     }
     let path = url.path().trim_end_matches('/').to_string();
     if path.ends_with("/api") || path.ends_with("/api/queue") {
         return Err(format!(
-            "{raw:?} should be the server's base URL without the API path; \
-             drop the trailing {:?}",
+            "should be the server's base URL without the API path; drop the trailing {:?}",
             &path[path.rfind("/api").unwrap_or(0)..]
         ));
     }
@@ -344,6 +418,15 @@ fn check_token(token: &Token) -> Result<(), String> {
     if value.is_empty() {
         return Err("is empty; set it to the API token of a Drone admin".into());
     }
+    // Drone's tokens are 32 characters. A much shorter value is a mistake,
+    // and blanking it out of messages would garble them.
+    if value.len() < MIN_TOKEN_LEN {
+        return Err(format!(
+            "is {} characters long, too short for a Drone API token (they have 32); \
+             copy the token again from the Drone UI",
+            value.len()
+        ));
+    }
     // An HTTP header carries visible ASCII only; a token with anything else
     // cannot be sent and usually means a copy-and-paste accident.
     if !value.bytes().all(|b| b.is_ascii_graphic()) {
@@ -352,6 +435,48 @@ fn check_token(token: &Token) -> Result<(), String> {
             .into());
     }
     Ok(())
+}
+
+/// The AWS SDK settings that it would only refuse later, halfway through a
+/// poll, or that make it panic: an empty or malformed endpoint, an empty
+/// region, a retry setting it cannot parse.
+fn aws_problems(env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, String)> {
+    let mut problems = Vec::new();
+    for variable in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_CLOUDWATCH"] {
+        let Some(value) = env(variable) else { continue };
+        let valid = Url::parse(value.trim())
+            .ok()
+            .filter(|u| (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some())
+            .is_some();
+        if !valid || value.trim() != value {
+            problems.push((
+                variable,
+                "is set but is not an http(s) URL (e.g. http://127.0.0.1:4566); \
+                 unset it to use CloudWatch's own endpoint"
+                    .to_string(),
+            ));
+        }
+    }
+    for variable in ["AWS_REGION", "AWS_DEFAULT_REGION"] {
+        let Some(value) = env(variable) else { continue };
+        let label = |c: char| c.is_ascii_alphanumeric() || c == '-';
+        if value.is_empty() || !value.chars().all(label) {
+            problems
+                .push((variable, "is set but is not a region name such as us-east-1".to_string()));
+        }
+    }
+    if let Some(value) = env("AWS_MAX_ATTEMPTS")
+        && value.trim().parse::<u32>().ok().is_none_or(|n| n == 0)
+    {
+        problems.push(("AWS_MAX_ATTEMPTS", "must be a whole number of at least 1".to_string()));
+    }
+    if let Some(value) = env("AWS_RETRY_MODE") {
+        let mode = value.trim().to_ascii_lowercase();
+        if mode != "standard" && mode != "adaptive" {
+            problems.push(("AWS_RETRY_MODE", "must be standard or adaptive".to_string()));
+        }
+    }
+    problems
 }
 
 /// CloudWatch's rules for a namespace (facts §3.1).
@@ -367,6 +492,12 @@ fn check_namespace(ns: &str) -> Result<(), String> {
     }
     if ns.trim().is_empty() {
         return Err("is only white space".into());
+    }
+    if ns.trim() != ns {
+        return Err(format!(
+            "{ns:?} starts or ends with a space, which would make it a different namespace \
+             from the one your alarms use"
+        ));
     }
     if ns.starts_with(':') {
         return Err(format!("{ns:?} must not start with ':'"));
@@ -417,9 +548,14 @@ mod tests {
             extra_dimensions: None,
             known_groups: None,
             dry_run: false,
-            output: OutputFormat::Table,
+            output: "table".into(),
             log_format: None,
         }
+    }
+
+    /// Checks with an empty environment, whatever the machine's is.
+    fn check(a: &Args) -> Result<Config, ConfigError> {
+        Config::check(a, &|_| None)
     }
 
     fn variables(err: &ConfigError) -> Vec<&'static str> {
@@ -428,7 +564,7 @@ mod tests {
 
     #[test]
     fn all_missing_variables_are_reported_together() {
-        let err = Config::from_args(&args(None, None, None)).unwrap_err();
+        let err = check(&args(None, None, None)).unwrap_err();
         assert_eq!(
             variables(&err),
             ["DRONE_SERVER", "DRONE_TOKEN", "CLOUDWATCH_METRICS_NAMESPACE"]
@@ -438,72 +574,139 @@ mod tests {
 
     #[test]
     fn valid_configuration_is_accepted_and_normalised() {
-        let cfg = Config::from_args(&args(
+        let cfg = check(&args(
             Some("https://drone.example.com/ci/"),
-            Some("  abc123\n"),
+            Some("  abc12345\n"),
             Some("Drone"),
         ))
         .unwrap();
         assert_eq!(cfg.drone_server.as_str(), "https://drone.example.com/ci");
-        assert_eq!(cfg.drone_token.expose(), "abc123");
+        assert_eq!(cfg.drone_token.expose(), "abc12345");
         assert_eq!(cfg.drone_timeout, Duration::from_secs(10));
     }
 
     #[test]
     fn bad_values_name_their_variable() {
         let cases = [
-            (args(Some("drone.example.com"), Some("t"), Some("N")), "DRONE_SERVER", "not a URL"),
-            (args(Some("ftp://x"), Some("t"), Some("N")), "DRONE_SERVER", "https://"),
-            (args(Some("https://u:p@x"), Some("t"), Some("N")), "DRONE_SERVER", "password"),
-            (args(Some("https://x/api/"), Some("t"), Some("N")), "DRONE_SERVER", "/api"),
-            (args(Some("https://x"), Some(" "), Some("N")), "DRONE_TOKEN", "empty"),
-            (args(Some("https://x"), Some("a b"), Some("N")), "DRONE_TOKEN", "spaces"),
-            (args(Some("https://x"), Some("t"), Some(":N")), "CLOUDWATCH_METRICS_NAMESPACE", "':'"),
             (
-                args(Some("https://x"), Some("t"), Some("AWS/EC2")),
+                args(Some("drone.example.com"), Some("token-123"), Some("N")),
+                "DRONE_SERVER",
+                "not a URL",
+            ),
+            (args(Some("ftp://x"), Some("token-123"), Some("N")), "DRONE_SERVER", "https://"),
+            (args(Some("https://u:p@x"), Some("token-123"), Some("N")), "DRONE_SERVER", "password"),
+            (args(Some("https://x/api/"), Some("token-123"), Some("N")), "DRONE_SERVER", "/api"),
+            (args(Some("https://x"), Some(" "), Some("N")), "DRONE_TOKEN", "empty"),
+            (args(Some("https://x"), Some("token 123"), Some("N")), "DRONE_TOKEN", "spaces"),
+            (
+                args(Some("https://x"), Some("token-123"), Some(":N")),
+                "CLOUDWATCH_METRICS_NAMESPACE",
+                "':'",
+            ),
+            (
+                args(Some("https://x"), Some("token-123"), Some("AWS/EC2")),
                 "CLOUDWATCH_METRICS_NAMESPACE",
                 "reserved",
             ),
             (
-                args(Some("https://x"), Some("t"), Some("Zürich")),
+                args(Some("https://x"), Some("token-123"), Some("Zürich")),
                 "CLOUDWATCH_METRICS_NAMESPACE",
                 "ASCII",
             ),
             (
-                args(Some("https://x"), Some("t"), Some("  ")),
+                args(Some("https://x"), Some("token-123"), Some("  ")),
                 "CLOUDWATCH_METRICS_NAMESPACE",
                 "white space",
             ),
         ];
         for (args, variable, needle) in cases {
-            let err = Config::from_args(&args).unwrap_err();
+            let err = check(&args).unwrap_err();
             assert_eq!(variables(&err), [variable], "{err}");
             assert!(err.to_string().contains(needle), "{err} should mention {needle}");
         }
     }
 
     #[test]
+    fn aws_settings_the_sdk_would_choke_on_are_configuration_problems() {
+        let a = args(Some("https://x"), Some("token-123"), Some("N"));
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        let err = Config::check(
+            &a,
+            &env(&[
+                ("AWS_ENDPOINT_URL", ""),
+                ("AWS_ENDPOINT_URL_CLOUDWATCH", "127.0.0.1:4566"),
+                ("AWS_REGION", ""),
+                ("AWS_MAX_ATTEMPTS", "0"),
+                ("AWS_RETRY_MODE", "xyz"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            variables(&err),
+            [
+                "AWS_ENDPOINT_URL",
+                "AWS_ENDPOINT_URL_CLOUDWATCH",
+                "AWS_REGION",
+                "AWS_MAX_ATTEMPTS",
+                "AWS_RETRY_MODE"
+            ]
+        );
+        let fine = env(&[
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_MAX_ATTEMPTS", "3"),
+            ("AWS_RETRY_MODE", "Standard"),
+        ]);
+        assert!(Config::check(&a, &fine).is_ok());
+        // A dry run uses no AWS at all, so it does not care.
+        let mut dry = a;
+        dry.dry_run = true;
+        assert!(Config::check(&dry, &env(&[("AWS_ENDPOINT_URL", "")])).is_ok());
+    }
+
+    #[test]
+    fn server_values_are_never_repeated() {
+        for raw in ["https://tok-abc@x:443x", "https://x/?access_token=tok-abc", "tok-abc"] {
+            let err = check(&args(Some(raw), Some("token-123"), Some("N"))).unwrap_err();
+            assert_eq!(variables(&err), ["DRONE_SERVER"]);
+            assert!(!err.to_string().contains("tok-abc"), "{err}");
+        }
+    }
+
+    #[test]
+    fn formats_are_checked_with_the_rest() {
+        let mut a = args(None, Some("token-123"), Some("N"));
+        a.output = "xml".into();
+        a.log_format = Some("JSON ".into());
+        assert_eq!(a.log_format(), Some(LogFormat::Json));
+        a.log_format = Some("yaml".into());
+        let err = check(&a).unwrap_err();
+        assert_eq!(variables(&err), ["DRONE_SERVER", "--output", "LOG_FORMAT"]);
+    }
+
+    #[test]
     fn a_bad_token_is_never_echoed() {
-        let err =
-            Config::from_args(&args(Some("https://x"), Some("sec ret"), Some("N"))).unwrap_err();
+        let err = check(&args(Some("https://x"), Some("sec ret"), Some("N"))).unwrap_err();
         assert!(!err.to_string().contains("sec ret"));
         assert_eq!(format!("{:?}", Token::new("s3cr3t")), "Token([redacted])");
     }
 
     #[test]
     fn grouping_options() {
-        let mut a = args(Some("https://x"), Some("t"), Some("N"));
+        let mut a = args(Some("https://x"), Some("token-123"), Some("N"));
         a.label_keys = Some("class".into());
         a.extra_dimensions = Some("platform".into());
         a.known_groups = Some("class=gpu,platform=linux/amd64".into());
-        let grouping = Config::from_args(&a).unwrap().grouping;
+        let grouping = check(&a).unwrap().grouping;
         assert_eq!(grouping.label_keys, Some(["class".to_string()].into()));
         assert!(grouping.platform && !grouping.pipeline_type);
         assert_eq!(grouping.known.len(), 1);
 
         a.extra_dimensions = Some("arch".into());
         a.known_groups = Some("class=gpu;os=".into());
-        let err = Config::from_args(&a).unwrap_err();
+        let err = check(&a).unwrap_err();
         assert_eq!(variables(&err), ["METRICS_EXTRA_DIMENSIONS", "METRICS_KNOWN_GROUPS"], "{err}");
     }
 
@@ -516,9 +719,9 @@ mod tests {
         assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("5 parsecs").unwrap_err().contains("unit"));
-        let mut a = args(Some("https://x"), Some("t"), Some("N"));
+        let mut a = args(Some("https://x"), Some("token-123"), Some("N"));
         a.drone_timeout = "0s".into();
-        assert_eq!(variables(&Config::from_args(&a).unwrap_err()), ["DRONE_TIMEOUT"]);
+        assert_eq!(variables(&check(&a).unwrap_err()), ["DRONE_TIMEOUT"]);
     }
 
     #[test]

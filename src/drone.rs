@@ -5,9 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION};
 use reqwest::{StatusCode, Url};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
 use crate::config::Token;
 
@@ -176,8 +178,23 @@ pub enum SourceError {
          run a Drone build that includes it"
     )]
     NotImplemented { url: String },
+    /// No complete answer within the time the poll had left (a Lambda
+    /// invocation's deadline), which was shorter than `DRONE_TIMEOUT`.
+    #[error(
+        "the Drone server at {url} did not answer within {}, all the time this poll had left \
+         before its deadline; give the Lambda function a longer timeout",
+        humantime(*.timeout)
+    )]
+    OutOfTime { url: String, timeout: Duration },
+    /// A redirect, which is not followed: it could take the token to
+    /// another server.
+    #[error(
+        "the Drone server at {url} redirected ({status}) to \"{location}\"; \
+         set DRONE_SERVER to the server's real base URL"
+    )]
+    Redirect { url: String, status: StatusCode, location: String },
     /// Any other status.
-    #[error("the Drone server at {url} answered {status}: {message}")]
+    #[error("the Drone server at {url} answered {status}: {message}{}", status_hint(*.status))]
     Status { url: String, status: StatusCode, message: String },
     /// The body is not JSON.
     #[error(
@@ -191,6 +208,14 @@ pub enum SourceError {
     /// The body is larger than anything a Drone queue can be.
     #[error("the answer from {url} is larger than {} MiB; it is not a Drone queue", MAX_BODY_BYTES >> 20)]
     TooLarge { url: String },
+}
+
+fn status_hint(status: StatusCode) -> &'static str {
+    if status.is_server_error() {
+        "; the server (or a proxy in front of it) failed: check its logs, the next poll tries again"
+    } else {
+        ""
+    }
 }
 
 fn humantime(d: Duration) -> String {
@@ -219,6 +244,7 @@ impl DroneClient {
         let queue_url = queue_url(server);
         let http = reqwest::Client::builder()
             .user_agent(concat!("drone-queue-cloudwatch/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| SourceError::Request {
                 url: queue_url.to_string(),
@@ -254,21 +280,25 @@ impl DroneClient {
                 .await
                 .map_err(|e| self.transport_error(&e, timeout))?;
             let status = response.status();
-            let content_type = response
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("no content type")
-                .to_string();
+            let header = |name| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v: &HeaderValue| v.to_str().ok())
+                    .map(String::from)
+            };
+            let content_type = header(CONTENT_TYPE).unwrap_or_else(|| "no content type".into());
+            let location = header(LOCATION).unwrap_or_default();
             let body = read_body(response).await.map_err(|e| match e {
                 BodyError::TooLarge => SourceError::TooLarge { url: url.clone() },
                 BodyError::Http(e) => self.transport_error(&e, timeout),
             })?;
-            Ok::<_, SourceError>((status, content_type, body))
+            Ok::<_, SourceError>((status, content_type, location, body))
         };
-        let (status, content_type, body) = tokio::time::timeout(timeout, read)
-            .await
-            .map_err(|_| SourceError::Timeout { url: url.clone(), timeout })??;
+        let (status, content_type, location, body) =
+            tokio::time::timeout(timeout, read)
+                .await
+                .map_err(|_| SourceError::Timeout { url: url.clone(), timeout })??;
 
         match status {
             StatusCode::OK => parse_queue(&body).map_err(|problem| match problem {
@@ -283,6 +313,11 @@ impl DroneClient {
             StatusCode::FORBIDDEN => Err(SourceError::Forbidden { url }),
             StatusCode::NOT_FOUND => Err(SourceError::NotFound { url }),
             StatusCode::NOT_IMPLEMENTED => Err(SourceError::NotImplemented { url }),
+            status if status.is_redirection() => Err(SourceError::Redirect {
+                url,
+                status,
+                location: printable(&self.token.redact(&location), 200),
+            }),
             status => Err(SourceError::Status { url, status, message: self.server_message(&body) }),
         }
     }
@@ -307,14 +342,16 @@ impl DroneClient {
             message: String,
         }
         match serde_json::from_slice::<Message>(body) {
-            Ok(m) => self.token.redact(&printable(&m.message, 300)),
+            Ok(m) => printable(&self.token.redact(&m.message), 300),
             Err(_) if body.iter().all(u8::is_ascii_whitespace) => "(empty body)".to_string(),
             Err(_) => format!("body starts with \"{}\"", self.snippet(body)),
         }
     }
 
+    /// The start of a body, for messages. The token is blanked out of the
+    /// whole body first: cutting or escaping first could leave part of it.
     fn snippet(&self, body: &[u8]) -> String {
-        self.token.redact(&printable(&String::from_utf8_lossy(&body[..body.len().min(400)]), 120))
+        printable(&self.token.redact(&String::from_utf8_lossy(body)), 120)
     }
 }
 
@@ -365,38 +402,52 @@ pub enum ParseProblem {
 pub fn parse_queue(body: &[u8]) -> Result<Vec<Stage>, ParseProblem> {
     let err = match serde_json::from_slice::<Vec<Stage>>(body) {
         Ok(stages) => return Ok(stages),
+        Err(err) if err.is_syntax() || err.is_eof() => {
+            return Err(ParseProblem::NotJson(err.to_string()));
+        }
         Err(err) => err,
     };
-    let value: serde_json::Value = match serde_json::from_slice(body) {
-        Ok(value) => value,
-        Err(syntax) => return Err(ParseProblem::NotJson(syntax.to_string())),
-    };
-    let Some(items) = value.as_array() else {
+    // The elements are only sliced out of the body, not copied, so that a
+    // bad answer costs no more memory than a good one.
+    let Ok(items) = serde_json::from_slice::<Vec<&RawValue>>(body) else {
         return Err(ParseProblem::Shape(format!(
             "expected an array of stages, got {}",
-            describe(&value)
+            describe(body)
         )));
     };
     for (index, item) in items.iter().enumerate() {
-        if let Err(e) = Stage::deserialize(item) {
-            let id = item.get("id").map_or_else(|| "no id".to_string(), |id| format!("id {id}"));
+        if let Err(e) = serde_json::from_str::<Stage>(item.get()) {
+            #[derive(Deserialize)]
+            struct Id {
+                id: Option<Box<RawValue>>,
+            }
+            let id = serde_json::from_str::<Id>(item.get()).ok().and_then(|i| i.id).map_or_else(
+                || "no id".to_string(),
+                |id| format!("id {}", printable(id.get(), 40)),
+            );
             return Err(ParseProblem::Shape(format!("stage #{index} ({id}): {e}")));
         }
     }
     Err(ParseProblem::Shape(err.to_string()))
 }
 
-fn describe(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::Null => "null".into(),
-        serde_json::Value::Bool(_) => "a boolean".into(),
-        serde_json::Value::Number(_) => "a number".into(),
-        serde_json::Value::String(_) => "a string".into(),
-        serde_json::Value::Array(_) => "an array".into(),
-        serde_json::Value::Object(map) => {
-            let keys: Vec<&str> = map.keys().take(5).map(String::as_str).collect();
-            format!("an object with keys {keys:?}")
-        }
+/// What kind of JSON value a body holds, from its first byte (and an
+/// object's first keys).
+fn describe(body: &[u8]) -> String {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied().unwrap_or(b' ');
+    match first {
+        b'n' => "null".into(),
+        b't' | b'f' => "a boolean".into(),
+        b'"' => "a string".into(),
+        b'[' => "an array".into(),
+        b'{' => match serde_json::from_slice::<BTreeMap<String, IgnoredAny>>(body) {
+            Ok(map) => {
+                let keys: Vec<&str> = map.keys().take(5).map(String::as_str).collect();
+                format!("an object with keys {keys:?}")
+            }
+            Err(_) => "an object".into(),
+        },
+        _ => "a number".into(),
     }
 }
 
@@ -478,6 +529,21 @@ mod tests {
             panic!("wrong kind")
         };
         assert!(detail.starts_with("stage #0 (id 3): invalid type: integer `1`"), "{detail}");
+    }
+
+    #[test]
+    fn the_token_is_blanked_out_before_a_server_text_is_cut_or_escaped() {
+        let url = Url::parse("http://127.0.0.1:1").unwrap();
+        let client = DroneClient::new(&url, Token::new("tok\\en-123456")).unwrap();
+        // The token straddles the cut at 300 characters, and holds a
+        // backslash that escaping would double.
+        let message = format!("{{\"message\":\"{}Bearer tok\\\\en-123456\"}}", "x".repeat(290));
+        let text = client.server_message(message.as_bytes());
+        assert!(!text.contains("tok"), "{text}");
+        let body = format!("{}Bearer tok\\en-123456", "y".repeat(100));
+        let snippet = client.snippet(body.as_bytes());
+        assert!(!snippet.contains("tok"), "{snippet}");
+        assert!(snippet.contains("[redac"), "{snippet}");
     }
 
     #[test]

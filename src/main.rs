@@ -4,14 +4,34 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use drone_queue_cloudwatch::config::{Args, Config, EXIT_CONFIG, LogFormat};
+use clap::error::ErrorKind;
+use drone_queue_cloudwatch::config::{Args, Config, EXIT_CONFIG, LogFormat, VARIABLES};
 use drone_queue_cloudwatch::{cli, lambda, logging, startup};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     let default_format = if in_lambda { LogFormat::Json } else { LogFormat::Text };
-    logging::init(args.log_format.unwrap_or(default_format));
+
+    // Arguments the parser itself refuses (a value that is not UTF-8, an
+    // unknown flag) are configuration errors too; in Lambda they must reach
+    // the invocations rather than end the process before it serves any.
+    let config = match parse() {
+        Ok(args) => {
+            logging::init(args.log_format().unwrap_or(default_format));
+            Config::from_args(&args).map_err(|e| e.to_string())
+        }
+        Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            err.exit()
+        }
+        Err(err) if in_lambda => {
+            logging::init(default_format);
+            Err(err.to_string().trim_end().to_string())
+        }
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
 
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -20,19 +40,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let config = Config::from_args(&args);
 
     if in_lambda {
-        let poller = match &config {
-            Ok(config) => {
-                startup::log_start("lambda", config);
-                runtime.block_on(startup::poller(config)).map_err(|e| e.to_string())
-            }
-            Err(err) => {
-                tracing::error!("{err}");
-                Err(err.to_string())
-            }
-        };
+        let poller = config.and_then(|config| {
+            startup::log_start("lambda", &config);
+            runtime.block_on(startup::poller(&config)).map_err(|e| e.to_string())
+        });
+        if let Err(err) = &poller {
+            tracing::error!("{err}");
+        }
         return match runtime.block_on(lambda::serve(poller)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -52,4 +68,18 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_CONFIG as u8)
         }
     }
+}
+
+/// Parses the arguments, first naming any variable whose value is not
+/// UTF-8 (the parser would only say that some argument is not).
+fn parse() -> Result<Args, clap::Error> {
+    for variable in VARIABLES {
+        if std::env::var_os(variable).is_some_and(|v| v.to_str().is_none()) {
+            return Err(clap::Error::raw(
+                ErrorKind::InvalidUtf8,
+                format!("{variable}: the value is not valid UTF-8; set it again as plain text\n"),
+            ));
+        }
+    }
+    Args::try_parse()
 }

@@ -81,7 +81,14 @@ impl Poller {
         let left = deadline.saturating_duration_since(started);
         let fetch_budget = self.drone_timeout.min(left - left / 3).max(Duration::from_millis(1));
 
-        let stages = self.drone.fetch(fetch_budget).await?;
+        let stages = self.drone.fetch(fetch_budget).await.map_err(|e| match e {
+            // Cut short by the deadline, not by DRONE_TIMEOUT: say so, or
+            // the advice to raise DRONE_TIMEOUT would be wrong.
+            SourceError::Timeout { url, timeout } if timeout < self.drone_timeout => {
+                SourceError::OutOfTime { url, timeout }
+            }
+            other => other,
+        })?;
         let timestamp = SystemTime::now();
         let fetch_time = started.elapsed();
 
@@ -89,7 +96,7 @@ impl Poller {
         drop(stages);
         let now = timestamp.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let plan = plan(&counts, now);
-        log_findings(&counts, &plan);
+        log_findings(&counts, &plan, &self.grouping);
 
         let publish_started = Instant::now();
         let published = match &self.sink {
@@ -120,9 +127,21 @@ impl Poller {
 /// Warnings a person has to act on: groups CloudWatch would refuse and
 /// stages with an unexpected status. An empty queue is said once, because
 /// it is also why nothing is published.
-fn log_findings(counts: &QueueCounts, plan: &Plan) {
+fn log_findings(counts: &QueueCounts, plan: &Plan, grouping: &Grouping) {
     if counts.groups.is_empty() && counts.ignored.is_empty() {
         tracing::info!("the queue is empty: nothing to publish");
+    }
+    // A mistyped key would silently merge every group into one.
+    if let Some(keys) = &grouping.label_keys {
+        let unseen: Vec<&String> =
+            keys.iter().filter(|k| !counts.label_keys.contains(*k)).collect();
+        if !unseen.is_empty() && !counts.label_keys.is_empty() {
+            tracing::warn!(
+                "METRICS_LABEL_KEYS names {unseen:?}, which no stage in the queue has (the queue's \
+                 label keys are {:?}); check the spelling, keys are case-sensitive",
+                counts.label_keys
+            );
+        }
     }
     for rejected in &plan.rejected {
         let reasons: Vec<String> = rejected.problems.iter().map(ToString::to_string).collect();

@@ -15,6 +15,9 @@ pub enum StartupError {
          set AWS_REGION (or a region in the AWS profile), or use --dry-run"
     )]
     NoRegion,
+    /// The AWS SDK refused its configuration (a profile file, say).
+    #[error("{0}")]
+    Aws(String),
     /// The HTTP client could not be built.
     #[error("{0}")]
     Drone(#[from] SourceError),
@@ -29,6 +32,10 @@ pub fn log_start(mode: &str, config: &Config) {
         drone_server = %config.drone_server,
         namespace = %config.namespace,
         dry_run = config.dry_run,
+        label_keys = ?config.grouping.label_keys,
+        platform = config.grouping.platform,
+        pipeline_type = config.grouping.pipeline_type,
+        known_groups = config.grouping.known.len(),
         "drone-queue-cloudwatch starting"
     );
 }
@@ -44,7 +51,8 @@ pub async fn poller(config: &Config) -> Result<Poller, StartupError> {
     let sink = if config.dry_run {
         Sink::DryRun
     } else {
-        let sink = CloudWatchSink::from_env(config.namespace.clone()).await;
+        let sink =
+            CloudWatchSink::from_env(config.namespace.clone()).await.map_err(StartupError::Aws)?;
         if sink.region().is_none() {
             return Err(StartupError::NoRegion);
         }

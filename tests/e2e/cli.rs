@@ -471,3 +471,76 @@ fn the_first_log_line_names_version_and_target() {
     );
     assert!(first.contains("target=") && first.contains("drone_server="), "{first}");
 }
+
+#[test]
+fn groups_with_and_without_labels_are_published_side_by_side() {
+    let stages = json!([
+        {"id": 1, "status": "pending", "created": 1_700_000_000},
+        {"id": 2, "status": "running", "labels": {"os": "linux"}}
+    ]);
+    let drone = drone(json!([{"body": stages.to_string()}]));
+    let ns = namespace("mixed");
+    let run = run(&full_env(&drone, &ns), &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let (counts, waits) = split_waits(sums(&stored(&ns), 1.0));
+    let expected: BTreeMap<_, _> =
+        [four(&[], 1.0, 0.0, 1.0, 0.0), four(&[("os", "linux")], 0.0, 1.0, 0.0, 0.0)]
+            .concat()
+            .into_iter()
+            .collect();
+    assert_eq!(counts, expected);
+    assert!(waits[&series("OldestQueuedSeconds", &[])] > 1000.0);
+    assert_eq!(waits[&series("OldestQueuedSeconds", &[("os", "linux")])], 0.0);
+}
+
+#[test]
+fn a_redirect_is_not_followed_and_is_named() {
+    let drone = drone(json!([{"status": 302, "body": "", "auth": "any"}]));
+    // The stand-in sends no Location; the message still says what happened.
+    let ns = namespace("redirect");
+    let run = run(&full_env(&drone, &ns), &[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("redirected (302 Found)"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("set DRONE_SERVER to the server's real base URL"),
+        "{}",
+        run.stderr
+    );
+    assert!(stored(&ns).is_empty());
+}
+
+#[test]
+fn broken_aws_settings_are_configuration_errors_not_panics() {
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let mut env = full_env(&drone, &namespace("aws-settings"));
+    env.push(("AWS_ENDPOINT_URL".into(), String::new()));
+    env.push(("AWS_MAX_ATTEMPTS".into(), "abc".into()));
+    env.push(("LOG_FORMAT".into(), "yaml".into()));
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    for needle in [
+        "3 configuration problems",
+        "AWS_ENDPOINT_URL (read by the AWS SDK): is set but is not an http(s) URL",
+        "AWS_MAX_ATTEMPTS",
+        "LOG_FORMAT",
+    ] {
+        assert!(run.stderr.contains(needle), "missing {needle:?} in\n{}", run.stderr);
+    }
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(queue_requests(&drone).is_empty());
+}
+
+#[test]
+fn a_label_key_no_stage_has_is_pointed_out() {
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let mut env = full_env(&drone, &namespace("label-key-typo"));
+    env.push(("METRICS_LABEL_KEYS".into(), "Class".into()));
+    let run = run(&env, &["--dry-run"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(r#"METRICS_LABEL_KEYS names ["Class"], which no stage in the queue has"#),
+        "{}",
+        run.stderr
+    );
+}

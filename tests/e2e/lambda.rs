@@ -138,6 +138,18 @@ fn a_hung_drone_fails_the_invocation_before_its_deadline() {
 }
 
 #[test]
+fn an_argument_the_parser_refuses_still_reaches_the_invocations() {
+    let api = lambda_api(&json!([{}]), 10_000);
+    let drone = drone_serving("drone_01_empty.json");
+    let mut env = full_env(&drone, &namespace("lambda-bad-log"));
+    env.push(("LOG_FORMAT".into(), "yaml".into()));
+    let function = spawn(&lambda_env(&api, env));
+    let (answers, _) = invoke_all(&api, function, 1);
+    assert_eq!(answers[0]["body"]["errorType"], "ConfigurationError");
+    assert!(answers[0]["body"]["errorMessage"].as_str().unwrap().contains("LOG_FORMAT"));
+}
+
+#[test]
 fn a_configuration_error_fails_each_invocation_with_its_text() {
     let api = lambda_api(&json!([{}, {}]), 10_000);
     let env = vec![("DRONE_SERVER".to_string(), "not a url".to_string())];

@@ -113,7 +113,8 @@ pub async fn stored(endpoint: &str, namespace: &str) -> BTreeMap<Series, Stored>
     }
 
     // Derive the dimensionless series (see above).
-    let names: Vec<String> = buckets.keys().map(|s| s.metric.clone()).collect();
+    let names: std::collections::BTreeSet<String> =
+        buckets.keys().map(|s| s.metric.clone()).collect();
     for name in names {
         let bare = Series { metric: name.clone(), dimensions: BTreeMap::new() };
         let Some(mut total) = buckets.get(&bare).cloned() else { continue };
