@@ -10,13 +10,15 @@ PY_PACKAGES=(ministack==1.5.33 cbor2==6.3.0)
 step() { printf '\n== %s\n' "$*"; }
 
 ensure_tools() {
-  local missing=()
-  command -v python3 >/dev/null || missing+=(python3 python3-venv)
+  local missing=() sudo=
+  command -v python3 >/dev/null || missing+=(python3)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   command -v readelf >/dev/null || missing+=(binutils)
-  command -v cargo >/dev/null || { echo "cargo is not installed: install Rust (rustup) first" >&2; exit 1; }
+  command -v cargo >/dev/null || { echo "cargo is not installed: install Rust 1.94 or newer (rustup) first" >&2; exit 1; }
   if [ ${#missing[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || sudo=sudo
     step "apt-get install ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
   fi
 }
 
