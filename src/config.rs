@@ -133,10 +133,66 @@ impl Token {
         &self.0
     }
 
-    /// Replaces every occurrence of the token in `text` (a server may echo
-    /// request headers back in an error page).
+    /// Replaces every occurrence of the token in `text` (a server or proxy
+    /// may echo request headers back in an error page). The token is also
+    /// looked for in the forms an echo or a message may have put it in:
+    /// escaped for JSON, HTML or Rust's `{:?}`, or percent-encoded.
     pub fn redact(&self, text: &str) -> String {
-        if self.0.is_empty() { text.to_string() } else { text.replace(&self.0, "[redacted]") }
+        let mut out = text.to_string();
+        for form in self.forms() {
+            if out.contains(&form) {
+                out = out.replace(&form, "[redacted]");
+            }
+        }
+        out
+    }
+
+    /// The token as written in each escaping, longest first, so that an
+    /// escaped form is replaced whole before a shorter form could match
+    /// inside it.
+    fn forms(&self) -> Vec<String> {
+        let raw = self.0.as_str();
+        if raw.is_empty() {
+            return Vec::new();
+        }
+        let json = serde_json::to_string(raw)
+            .map_or_else(|_| raw.to_string(), |quoted| quoted[1..quoted.len() - 1].to_string());
+        // `printable` escapes char by char (quotes included); `{:?}` of a
+        // string leaves single quotes alone.
+        let escaped: String = raw.chars().flat_map(char::escape_debug).collect();
+        let debug = format!("{raw:?}");
+        let debug = debug[1..debug.len() - 1].to_string();
+        let html = raw
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;");
+        let html_hex = html.replace("&#39;", "&#x27;");
+        let percent = |upper: bool| -> String {
+            raw.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        char::from(b).to_string()
+                    }
+                    _ if upper => format!("%{b:02X}"),
+                    _ => format!("%{b:02x}"),
+                })
+                .collect()
+        };
+        let mut forms = vec![
+            raw.to_string(),
+            json,
+            escaped,
+            debug,
+            html,
+            html_hex,
+            percent(true),
+            percent(false),
+        ];
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        forms
     }
 }
 
@@ -466,12 +522,13 @@ fn aws_problems(env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, Stri
         }
     }
     if let Some(value) = env("AWS_MAX_ATTEMPTS")
-        && value.trim().parse::<u32>().ok().is_none_or(|n| n == 0)
+        && value.parse::<u32>().ok().is_none_or(|n| n == 0)
     {
         problems.push(("AWS_MAX_ATTEMPTS", "must be a whole number of at least 1".to_string()));
     }
     if let Some(value) = env("AWS_RETRY_MODE") {
-        let mode = value.trim().to_ascii_lowercase();
+        // Not trimmed: the SDK refuses surrounding spaces (by panicking).
+        let mode = value.to_ascii_lowercase();
         if mode != "standard" && mode != "adaptive" {
             problems.push(("AWS_RETRY_MODE", "must be standard or adaptive".to_string()));
         }
@@ -660,6 +717,11 @@ mod tests {
             ("AWS_RETRY_MODE", "Standard"),
         ]);
         assert!(Config::check(&a, &fine).is_ok());
+        // The SDK takes neither with spaces around it.
+        let spaced =
+            Config::check(&a, &env(&[("AWS_MAX_ATTEMPTS", " 3"), ("AWS_RETRY_MODE", "standard ")]))
+                .unwrap_err();
+        assert_eq!(variables(&spaced), ["AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"]);
         // A dry run uses no AWS at all, so it does not care.
         let mut dry = a;
         dry.dry_run = true;
@@ -728,5 +790,23 @@ mod tests {
     fn redaction_replaces_every_occurrence() {
         let t = Token::new("tok");
         assert_eq!(t.redact("a tok b tok"), "a [redacted] b [redacted]");
+    }
+
+    #[test]
+    fn redaction_finds_escaped_forms() {
+        let t = Token::new(r#"ab&c"d/e\f'g"#);
+        for echo in [
+            r#"ab&c"d/e\f'g"#,
+            r#"ab&c\"d/e\\f'g"#,
+            r#"ab&c\"d/e\\f\'g"#,
+            "ab&amp;c&quot;d/e\\f&#39;g",
+            "ab&amp;c&quot;d/e\\f&#x27;g",
+            "ab%26c%22d%2Fe%5Cf%27g",
+            "ab%26c%22d%2fe%5cf%27g",
+        ] {
+            let text = format!("before {echo} after");
+            assert_eq!(t.redact(&text), "before [redacted] after", "{echo}");
+        }
+        assert_eq!(t.redact("ab&c nothing"), "ab&c nothing");
     }
 }

@@ -210,6 +210,43 @@ pub enum SourceError {
     TooLarge { url: String },
 }
 
+impl SourceError {
+    /// The same error with the token blanked out of every text in it.
+    #[must_use]
+    pub fn redacted(self, token: &Token) -> SourceError {
+        let r = |text: String| token.redact(&text);
+        match self {
+            SourceError::Connect { url, cause } => {
+                SourceError::Connect { url: r(url), cause: r(cause) }
+            }
+            SourceError::Timeout { url, timeout } => SourceError::Timeout { url: r(url), timeout },
+            SourceError::Request { url, cause } => {
+                SourceError::Request { url: r(url), cause: r(cause) }
+            }
+            SourceError::Unauthorized { url } => SourceError::Unauthorized { url: r(url) },
+            SourceError::Forbidden { url } => SourceError::Forbidden { url: r(url) },
+            SourceError::NotFound { url } => SourceError::NotFound { url: r(url) },
+            SourceError::NotImplemented { url } => SourceError::NotImplemented { url: r(url) },
+            SourceError::OutOfTime { url, timeout } => {
+                SourceError::OutOfTime { url: r(url), timeout }
+            }
+            SourceError::Redirect { url, status, location } => {
+                SourceError::Redirect { url: r(url), status, location: r(location) }
+            }
+            SourceError::Status { url, status, message } => {
+                SourceError::Status { url: r(url), status, message: r(message) }
+            }
+            SourceError::NotJson { url, detail, snippet } => {
+                SourceError::NotJson { url: r(url), detail: r(detail), snippet: r(snippet) }
+            }
+            SourceError::Shape { url, detail } => {
+                SourceError::Shape { url: r(url), detail: r(detail) }
+            }
+            SourceError::TooLarge { url } => SourceError::TooLarge { url: r(url) },
+        }
+    }
+}
+
 fn status_hint(status: StatusCode) -> &'static str {
     if status.is_server_error() {
         "; the server (or a proxy in front of it) failed: check its logs, the next poll tries again"
@@ -266,6 +303,13 @@ impl DroneClient {
     /// A [`SourceError`] for every way the read can fail; a failed read is
     /// never turned into an empty queue.
     pub async fn fetch(&self, timeout: Duration) -> Result<Vec<Stage>, SourceError> {
+        // Whatever the server sent back (a message, a header, a value in a
+        // malformed stage) may echo the token; every message is scrubbed
+        // here, once, rather than at each place that quotes the server.
+        self.read(timeout).await.map_err(|e| e.redacted(&self.token))
+    }
+
+    async fn read(&self, timeout: Duration) -> Result<Vec<Stage>, SourceError> {
         let url = self.queue_url.to_string();
         let mut auth = HeaderValue::try_from(format!("Bearer {}", self.token.expose()))
             .map_err(|_| SourceError::Request { url: url.clone(), cause: "bad token".into() })?;
@@ -301,14 +345,18 @@ impl DroneClient {
                 .map_err(|_| SourceError::Timeout { url: url.clone(), timeout })??;
 
         match status {
-            StatusCode::OK => parse_queue(&body).map_err(|problem| match problem {
-                ParseProblem::NotJson(detail) => SourceError::NotJson {
-                    url,
-                    detail: format!("content type {content_type}; {detail}"),
-                    snippet: self.snippet(&body),
-                },
-                ParseProblem::Shape(detail) => SourceError::Shape { url, detail },
-            }),
+            StatusCode::OK => {
+                parse_queue_scrubbed(&body, &|text| self.token.redact(text)).map_err(|problem| {
+                    match problem {
+                        ParseProblem::NotJson(detail) => SourceError::NotJson {
+                            url,
+                            detail: format!("content type {content_type}; {detail}"),
+                            snippet: self.snippet(&body),
+                        },
+                        ParseProblem::Shape(detail) => SourceError::Shape { url, detail },
+                    }
+                })
+            }
             StatusCode::UNAUTHORIZED => Err(SourceError::Unauthorized { url }),
             StatusCode::FORBIDDEN => Err(SourceError::Forbidden { url }),
             StatusCode::NOT_FOUND => Err(SourceError::NotFound { url }),
@@ -400,6 +448,16 @@ pub enum ParseProblem {
 ///
 /// A [`ParseProblem`] saying what is wrong.
 pub fn parse_queue(body: &[u8]) -> Result<Vec<Stage>, ParseProblem> {
+    parse_queue_scrubbed(body, &str::to_string)
+}
+
+/// [`parse_queue`], passing every piece of the body quoted in a problem
+/// through `scrub` before it is cut short (cutting first could leave part
+/// of a secret behind).
+fn parse_queue_scrubbed(
+    body: &[u8],
+    scrub: &dyn Fn(&str) -> String,
+) -> Result<Vec<Stage>, ParseProblem> {
     let err = match serde_json::from_slice::<Vec<Stage>>(body) {
         Ok(stages) => return Ok(stages),
         Err(err) if err.is_syntax() || err.is_eof() => {
@@ -412,7 +470,7 @@ pub fn parse_queue(body: &[u8]) -> Result<Vec<Stage>, ParseProblem> {
     let Ok(items) = serde_json::from_slice::<Vec<&RawValue>>(body) else {
         return Err(ParseProblem::Shape(format!(
             "expected an array of stages, got {}",
-            describe(body)
+            describe(body, scrub)
         )));
     };
     for (index, item) in items.iter().enumerate() {
@@ -423,8 +481,9 @@ pub fn parse_queue(body: &[u8]) -> Result<Vec<Stage>, ParseProblem> {
             }
             let id = serde_json::from_str::<Id>(item.get()).ok().and_then(|i| i.id).map_or_else(
                 || "no id".to_string(),
-                |id| format!("id {}", printable(id.get(), 40)),
+                |id| format!("id {}", printable(&scrub(id.get()), 40)),
             );
+            let e = scrub(&e.to_string());
             return Err(ParseProblem::Shape(format!("stage #{index} ({id}): {e}")));
         }
     }
@@ -433,7 +492,7 @@ pub fn parse_queue(body: &[u8]) -> Result<Vec<Stage>, ParseProblem> {
 
 /// What kind of JSON value a body holds, from its first byte (and an
 /// object's first keys).
-fn describe(body: &[u8]) -> String {
+fn describe(body: &[u8], scrub: &dyn Fn(&str) -> String) -> String {
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied().unwrap_or(b' ');
     match first {
         b'n' => "null".into(),
@@ -442,7 +501,7 @@ fn describe(body: &[u8]) -> String {
         b'[' => "an array".into(),
         b'{' => match serde_json::from_slice::<BTreeMap<String, IgnoredAny>>(body) {
             Ok(map) => {
-                let keys: Vec<&str> = map.keys().take(5).map(String::as_str).collect();
+                let keys: Vec<String> = map.keys().take(5).map(|k| scrub(k)).collect();
                 format!("an object with keys {keys:?}")
             }
             Err(_) => "an object".into(),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use drone_queue_cloudwatch::config::{Args, Config, EXIT_CONFIG, LogFormat, VARIABLES};
+use drone_queue_cloudwatch::config::{Args, Config, EXIT_CONFIG, LogFormat, Token, VARIABLES};
 use drone_queue_cloudwatch::{cli, lambda, logging, startup};
 
 fn main() -> ExitCode {
@@ -25,10 +25,10 @@ fn main() -> ExitCode {
         }
         Err(err) if in_lambda => {
             logging::init(default_format);
-            Err(err.to_string().trim_end().to_string())
+            Err(redact_given_token(&err.to_string()).trim_end().to_string())
         }
         Err(err) => {
-            let _ = err.print();
+            eprint!("{}", redact_given_token(&err.to_string()));
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
@@ -68,6 +68,24 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_CONFIG as u8)
         }
     }
+}
+
+/// Blanks out the token, as given by `DRONE_TOKEN` or `--drone-token`, from
+/// a message of the argument parser, which quotes the arguments it refuses.
+fn redact_given_token(text: &str) -> String {
+    let mut given: Vec<String> = std::env::var("DRONE_TOKEN").into_iter().collect();
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    for (i, arg) in args.iter().enumerate() {
+        if let Some(value) = arg.strip_prefix("--drone-token=") {
+            given.push(value.to_string());
+        } else if arg == "--drone-token" {
+            given.extend(args.get(i + 1).cloned());
+        }
+    }
+    given
+        .iter()
+        .filter(|token| !token.trim().is_empty())
+        .fold(text.to_string(), |text, token| Token::new(token).redact(&text))
 }
 
 /// Parses the arguments, first naming any variable whose value is not

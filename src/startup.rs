@@ -29,7 +29,7 @@ pub fn log_start(mode: &str, config: &Config) {
         version = env!("CARGO_PKG_VERSION"),
         target = env!("BUILD_TARGET"),
         mode,
-        drone_server = %config.drone_server,
+        drone_server = %config.drone_token.redact(config.drone_server.as_str()),
         namespace = %config.namespace,
         dry_run = config.dry_run,
         label_keys = ?config.grouping.label_keys,

@@ -544,3 +544,58 @@ fn a_label_key_no_stage_has_is_pointed_out() {
         run.stderr
     );
 }
+
+#[test]
+fn the_token_never_shows_in_any_echo_of_it() {
+    // Each answer quotes the token somewhere a message would repeat: a
+    // header, a malformed stage's value or id, an object's key, a value
+    // written with JSON escapes.
+    let escaped: String = TOKEN.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
+    let answers = [
+        json!({"body": "<html>login</html>", "content_type": format!("text/html; x={TOKEN}")}),
+        json!({"body": format!(r#"[{{"id": 1, "status": "pending", "labels": "{TOKEN}"}}]"#)}),
+        json!({"body": format!(r#"[{{"id": "{TOKEN}{TOKEN}{TOKEN}", "status": 7}}]"#)}),
+        json!({"body": format!(r#"{{"{TOKEN}": 1}}"#)}),
+        json!({"body": format!(r#"[{{"id": 1, "status": "pending", "limit": "{escaped}"}}]"#)}),
+        json!({"status": 502, "body": format!(r#"{{"message": "Bearer {escaped}"}}"#)}),
+    ];
+    for answer in answers {
+        let drone = drone(json!([answer]));
+        let run = run(&dry_run_env(&drone), &["--dry-run"]);
+        assert_eq!(run.code, Some(1), "{answer}: {}", run.stderr);
+        assert!(run.stderr.contains("[redacted]"), "{answer}: {}", run.stderr);
+        assert!(!run.output().contains(TOKEN), "{answer}: {}", run.output());
+        // Not even a cut-off part of it.
+        assert!(!run.output().contains(&TOKEN[..10]), "{answer}: {}", run.output());
+    }
+}
+
+#[test]
+fn the_token_never_shows_in_argument_errors() {
+    let drone = drone_serving("drone_01_empty.json");
+    // The token given twice by mistake: once in the environment and once
+    // as a stray argument; and once as a flag followed by a stray copy.
+    let env = dry_run_env(&drone);
+    let stray = run(&env, &[TOKEN]);
+    let flagged =
+        run(&env_without(&env, "DRONE_TOKEN"), &["--drone-token", TOKEN, &format!("x{TOKEN}")]);
+    for run in [stray, flagged] {
+        assert_eq!(run.code, Some(2), "{}", run.stderr);
+        assert!(run.stderr.contains("unexpected argument"), "{}", run.stderr);
+        assert!(run.stderr.contains("[redacted]"), "{}", run.stderr);
+        assert!(!run.output().contains(TOKEN), "{}", run.output());
+    }
+}
+
+#[test]
+fn aws_max_attempts_sets_the_number_of_tries() {
+    let proxy = throttle_proxy(1000);
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let ns = namespace("max-attempts");
+    let mut env = full_env(&drone, &ns);
+    env.push(("AWS_ENDPOINT_URL".into(), proxy.url()));
+    env.push(("AWS_MAX_ATTEMPTS".into(), "2".into()));
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(proxy.events().len(), 2);
+}
