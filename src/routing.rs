@@ -45,10 +45,10 @@ pub fn classify(stages: &[Stage]) -> Vec<Option<Standing>> {
     let mut limited: FxHashMap<(i64, &str), Vec<usize>> = FxHashMap::default();
     let mut throttled: FxHashMap<i64, Vec<usize>> = FxHashMap::default();
     for (i, stage) in stages.iter().enumerate() {
-        if states[i] == StageState::Pending && stage.limit > 0 {
+        if states[i] == StageState::Pending && stage.limit != 0 {
             limited.entry((stage.repo_id, stage.name.as_str())).or_default();
         }
-        if states[i] == StageState::Pending && stage.throttle > 0 {
+        if states[i] == StageState::Pending && stage.throttle != 0 {
             throttled.entry(stage.repo_id).or_default();
         }
     }
@@ -95,11 +95,11 @@ pub fn classify(stages: &[Stage]) -> Vec<Option<Standing>> {
             StageState::Other => None,
             StageState::Running => Some(Standing::Running),
             StageState::Pending if !stage.machine.is_empty() => Some(Standing::Accepted),
-            StageState::Pending if stage.limit > 0 && limit_count[i] as i64 >= stage.limit => {
+            StageState::Pending if stage.limit != 0 && limit_count[i] as i64 >= stage.limit => {
                 Some(Standing::BlockedByLimit)
             }
             StageState::Pending
-                if stage.throttle > 0 && repo_before[i] as i64 >= stage.throttle =>
+                if stage.throttle != 0 && repo_before[i] as i64 >= stage.throttle =>
             {
                 Some(Standing::BlockedByThrottle)
             }
@@ -110,9 +110,10 @@ pub fn classify(stages: &[Stage]) -> Vec<Option<Standing>> {
 
 /// When a pending stage started to wait: its creation, or, for a stage that
 /// first waited for other stages (`depends_on`), its last update, which is
-/// when those finished and it became pending.
+/// when those finished and it became pending. Without an update time (a
+/// server that leaves it out) the creation time is the best known bound.
 pub fn pending_since(stage: &Stage) -> i64 {
-    if stage.has_dependencies { stage.updated } else { stage.created }
+    if stage.has_dependencies && stage.updated > 0 { stage.updated } else { stage.created }
 }
 
 #[cfg(test)]
@@ -140,6 +141,16 @@ mod tests {
             machine: machine.into(),
             ..Stage::default()
         }
+    }
+
+    #[test]
+    fn waiting_starts_when_dependencies_finish() {
+        let mut stage = Stage { created: 100, updated: 250, ..Stage::default() };
+        assert_eq!(pending_since(&stage), 100);
+        stage.has_dependencies = true;
+        assert_eq!(pending_since(&stage), 250);
+        stage.updated = 0;
+        assert_eq!(pending_since(&stage), 100);
     }
 
     #[test]
@@ -229,6 +240,13 @@ mod tests {
                     s(2, 7, "deploy", "pending", 1, 1, ""),
                 ],
                 expected: vec![Some(Startable), Some(BlockedByLimit)],
+            },
+            Case {
+                // Drone treats only 0 as "no rule": a count is never below a
+                // negative number, so such a stage never starts.
+                name: "a negative limit or throttle blocks a lone stage",
+                queue: vec![s(1, 7, "a", "pending", -1, 0, ""), s(2, 8, "b", "pending", 0, -1, "")],
+                expected: vec![Some(BlockedByLimit), Some(BlockedByThrottle)],
             },
             Case {
                 name: "accepted is checked before the limits",
