@@ -14,6 +14,9 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use crate::aggregate::GroupKey;
 use crate::metrics::{Datum, Plan, Unit};
 
+/// Attempts per `PutMetricData` call unless `AWS_MAX_ATTEMPTS` says
+/// otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Most data points in one `PutMetricData` request.
 pub const MAX_DATUMS_PER_CALL: usize = 1000;
 /// Largest request body. CloudWatch allows 1 MB; the estimate below is for
@@ -112,10 +115,18 @@ impl CloudWatchSink {
         let shared = tokio::spawn(aws_config::load_from_env()).await.map_err(|failure| {
             format!("the AWS SDK could not load its configuration: {}", panic_text(failure))
         })?;
+        // The SDK's default of 3 attempts gives up early on the throttling
+        // that comes with many callers in one region; 5 is the default here,
+        // and an explicit AWS_MAX_ATTEMPTS or AWS_RETRY_MODE still wins.
+        let chosen = std::env::var_os("AWS_MAX_ATTEMPTS").is_some()
+            || std::env::var_os("AWS_RETRY_MODE").is_some();
+        let retry = match shared.retry_config() {
+            Some(retry) if chosen => retry.clone(),
+            _ => RetryConfig::standard().with_max_attempts(DEFAULT_MAX_ATTEMPTS),
+        };
         let config = aws_sdk_cloudwatch::config::Builder::from(&shared)
             .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(5)
+                retry
                     .with_initial_backoff(Duration::from_millis(200))
                     .with_max_backoff(Duration::from_secs(5)),
             )
