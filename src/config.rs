@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use reqwest::Url;
 
 use crate::grouping::{self, Grouping};
@@ -24,6 +24,9 @@ pub const VARIABLES: [&str; 8] = [
     "METRICS_KNOWN_GROUPS",
     "LOG_FORMAT",
 ];
+
+/// What to say about a variable whose value is not UTF-8.
+const NOT_UTF8: &str = "the value is not valid UTF-8; set it again as plain text";
 
 /// Shortest token accepted.
 const MIN_TOKEN_LEN: usize = 8;
@@ -86,7 +89,46 @@ pub struct Args {
     pub log_format: Option<String>,
 }
 
+/// The command line and environment as parsed, with the variables that
+/// were left out because their value is not UTF-8: they are reported by
+/// [`Config::from_parsed`] together with every other problem.
+#[derive(Debug)]
+pub struct Parsed {
+    /// The flags and variables.
+    pub args: Args,
+    /// Variables set to something that is not UTF-8.
+    pub not_utf8: Vec<&'static str>,
+}
+
 impl Args {
+    /// Parses the process's arguments and environment. The parser would
+    /// stop at the first variable that is not UTF-8 and would not even name
+    /// it, so such variables are taken out of parsing and kept for the
+    /// report.
+    ///
+    /// # Errors
+    ///
+    /// The parser's error for a flag it refuses.
+    pub fn parse_env() -> Result<Parsed, clap::Error> {
+        let not_utf8: Vec<&'static str> = VARIABLES
+            .into_iter()
+            .filter(|v| std::env::var_os(v).is_some_and(|value| value.to_str().is_none()))
+            .collect();
+        let mut command = Args::command();
+        for variable in &not_utf8 {
+            let ids: Vec<String> = command
+                .get_arguments()
+                .filter(|arg| arg.get_env().is_some_and(|env| env == *variable))
+                .map(|arg| arg.get_id().to_string())
+                .collect();
+            for id in ids {
+                command = command.mut_arg(id, |arg| arg.env(None::<&'static str>));
+            }
+        }
+        let args = Args::from_arg_matches(&command.try_get_matches()?)?;
+        Ok(Parsed { args, not_utf8 })
+    }
+
     /// The log format asked for, if it is a valid one; an invalid one is
     /// reported by [`Config::from_args`], after logging has started.
     pub fn log_format(&self) -> Option<LogFormat> {
@@ -264,7 +306,34 @@ impl Config {
     ///
     /// A [`ConfigError`] listing each variable that is missing or invalid.
     pub fn from_args(args: &Args) -> Result<Config, ConfigError> {
-        Config::check(args, &|name| std::env::var(name).ok())
+        // A value that is not UTF-8 reaches the checks with U+FFFD in it, so
+        // that it is reported rather than silently skipped by the SDK.
+        Config::check(args, &|name| {
+            std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
+        })
+    }
+
+    /// [`Config::from_args`], also reporting every variable that was not
+    /// UTF-8 (in place of the "not set" it would otherwise look like).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] listing each variable that is missing or invalid.
+    pub fn from_parsed(parsed: &Parsed) -> Result<Config, ConfigError> {
+        let result = Config::from_args(&parsed.args);
+        if parsed.not_utf8.is_empty() {
+            return result;
+        }
+        let mut problems = result.err().map(|e| e.0).unwrap_or_default();
+        problems.retain(|p| !parsed.not_utf8.contains(&p.variable));
+        for variable in &parsed.not_utf8 {
+            problems.push(ConfigProblem {
+                variable,
+                flag: variable,
+                message: NOT_UTF8.to_string(),
+            });
+        }
+        Err(ConfigError(problems))
     }
 
     /// [`Config::from_args`], with the environment the AWS SDK will read
@@ -498,6 +567,21 @@ fn check_token(token: &Token) -> Result<(), String> {
 /// region, a retry setting it cannot parse.
 fn aws_problems(env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, String)> {
     let mut problems = Vec::new();
+    // The SDK skips a value that is not UTF-8 as if it were not set, which
+    // for AWS_ENDPOINT_URL would send the metrics to AWS itself.
+    for variable in [
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_CLOUDWATCH",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_MAX_ATTEMPTS",
+        "AWS_RETRY_MODE",
+    ] {
+        if env(variable).is_some_and(|value| value.contains('\u{FFFD}')) {
+            problems.push((variable, NOT_UTF8.to_string()));
+        }
+    }
+    let env = |name: &str| env(name).filter(|value| !value.contains('\u{FFFD}'));
     for variable in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_CLOUDWATCH"] {
         let Some(value) = env(variable) else { continue };
         let valid = Url::parse(value.trim())

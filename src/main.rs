@@ -3,9 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind;
-use drone_queue_cloudwatch::config::{Args, Config, EXIT_CONFIG, LogFormat, Token, VARIABLES};
+use drone_queue_cloudwatch::config::{Args, Config, EXIT_CONFIG, LogFormat, Token};
 use drone_queue_cloudwatch::{cli, lambda, logging, startup};
 
 fn main() -> ExitCode {
@@ -15,10 +14,10 @@ fn main() -> ExitCode {
     // Arguments the parser itself refuses (a value that is not UTF-8, an
     // unknown flag) are configuration errors too; in Lambda they must reach
     // the invocations rather than end the process before it serves any.
-    let config = match parse() {
-        Ok(args) => {
-            logging::init(args.log_format().unwrap_or(default_format));
-            Config::from_args(&args).map_err(|e| e.to_string())
+    let config = match Args::parse_env() {
+        Ok(parsed) => {
+            logging::init(parsed.args.log_format().unwrap_or(default_format));
+            Config::from_parsed(&parsed).map_err(|e| e.to_string())
         }
         Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             err.exit()
@@ -86,18 +85,4 @@ fn redact_given_token(text: &str) -> String {
         .iter()
         .filter(|token| !token.trim().is_empty())
         .fold(text.to_string(), |text, token| Token::new(token).redact(&text))
-}
-
-/// Parses the arguments, first naming any variable whose value is not
-/// UTF-8 (the parser would only say that some argument is not).
-fn parse() -> Result<Args, clap::Error> {
-    for variable in VARIABLES {
-        if std::env::var_os(variable).is_some_and(|v| v.to_str().is_none()) {
-            return Err(clap::Error::raw(
-                ErrorKind::InvalidUtf8,
-                format!("{variable}: the value is not valid UTF-8; set it again as plain text\n"),
-            ));
-        }
-    }
-    Args::try_parse()
 }

@@ -599,3 +599,33 @@ fn aws_max_attempts_sets_the_number_of_tries() {
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     assert_eq!(proxy.events().len(), 2);
 }
+
+#[test]
+fn values_that_are_not_utf8_are_named_with_every_other_problem() {
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"http://127.0.0.1:1/\xff");
+    let mut cmd = std::process::Command::new(BIN);
+    base_env(&mut cmd);
+    let out = cmd
+        .env("DRONE_SERVER", not_utf8)
+        .env("DRONE_TOKEN", TOKEN)
+        .env("LOG_FORMAT", not_utf8)
+        .env("DRONE_TIMEOUT", "soon")
+        .env("AWS_ENDPOINT_URL", not_utf8)
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for needle in [
+        "5 configuration problems",
+        "DRONE_SERVER: the value is not valid UTF-8",
+        "LOG_FORMAT: the value is not valid UTF-8",
+        "AWS_ENDPOINT_URL (read by the AWS SDK): the value is not valid UTF-8",
+        "DRONE_TIMEOUT (--drone-timeout)",
+        "CLOUDWATCH_METRICS_NAMESPACE (--namespace",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in\n{stderr}");
+    }
+    assert!(!stderr.contains("DRONE_SERVER (--drone-server): not set"), "{stderr}");
+}

@@ -186,7 +186,7 @@ impl Run {
 
 /// The environment every run starts from: nothing of the developer's
 /// machine, no AWS profile, and no instance metadata look-ups.
-fn base_env(cmd: &mut Command) {
+pub fn base_env(cmd: &mut Command) {
     let home = scratch("home");
     let (config, credentials) = (home.join("aws-config"), home.join("aws-credentials"));
     std::fs::write(&config, "").unwrap();
