@@ -174,9 +174,10 @@ pub fn parse_extra_dimensions(raw: &str) -> Result<(bool, bool), String> {
 }
 
 /// Parses `METRICS_KNOWN_GROUPS`: groups separated by `;`, each a list of
-/// `name=value` separated by `,`; an empty item is the group without
-/// dimensions. Each group must be one that stages can fall into with the
-/// given grouping, and one CloudWatch accepts.
+/// `name=value` separated by `,`; `-` is the group without dimensions. Each
+/// group must be one that stages can fall into with the given grouping, and
+/// one CloudWatch accepts. Empty items (a trailing `;`) are refused: taking
+/// them for the group without dimensions would add a group nobody asked for.
 ///
 /// # Errors
 ///
@@ -186,6 +187,15 @@ pub fn parse_known_groups(raw: &str, grouping: &Grouping) -> Result<Vec<GroupKey
     let mut problems = Vec::new();
     for item in raw.split(';') {
         let item = item.trim();
+        if item.is_empty() {
+            problems.push(
+                "has an empty group (two ';' in a row, or one at the end); remove it, \
+                 or write - for the group without dimensions"
+                    .to_string(),
+            );
+            continue;
+        }
+        let item = if item == "-" { "" } else { item };
         let mut dims = BTreeMap::new();
         let mut ok = true;
         for pair in item.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -336,7 +346,7 @@ mod tests {
     fn known_groups() {
         let plain = Grouping::default();
         assert_eq!(
-            parse_known_groups("class=gpu,os=linux; class=standard,os=linux;", &plain),
+            parse_known_groups("class=gpu,os=linux; class=standard,os=linux;-", &plain),
             Ok(vec![
                 key(&[("class", "gpu"), ("os", "linux")]),
                 key(&[("class", "standard"), ("os", "linux")]),
@@ -347,6 +357,9 @@ mod tests {
         assert_eq!(err.len(), 2, "{err:?}");
         assert!(err[0].contains("not name=value"));
         assert!(err[1].contains("is empty"));
+        let err = parse_known_groups("class=gpu;", &plain).unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(err[0].contains("empty group") && err[0].contains("write -"), "{err:?}");
 
         let routed = Grouping {
             label_keys: Some(["class".to_string()].into()),
