@@ -10,6 +10,7 @@ use aws_sdk_cloudwatch::config::timeout::TimeoutConfig;
 use aws_sdk_cloudwatch::error::{DisplayErrorContext, SdkError};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use aws_types::service_config::ServiceConfigKey;
 
 use crate::aggregate::GroupKey;
 use crate::metrics::{Datum, Plan, Unit};
@@ -17,6 +18,13 @@ use crate::metrics::{Datum, Plan, Unit};
 /// Attempts per `PutMetricData` call unless `AWS_MAX_ATTEMPTS` says
 /// otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Whether `text` is an absolute http(s) URL with a host.
+fn is_http_url(text: &str) -> bool {
+    reqwest::Url::parse(text).is_ok_and(|url| {
+        matches!(url.scheme(), "http" | "https") && url.host_str().is_some() && text.trim() == text
+    })
+}
+
 /// Most data points in one `PutMetricData` request.
 pub const MAX_DATUMS_PER_CALL: usize = 1000;
 /// Largest request body. CloudWatch allows 1 MB; the estimate below is for
@@ -115,6 +123,24 @@ impl CloudWatchSink {
         let shared = tokio::spawn(aws_config::load_from_env()).await.map_err(|failure| {
             format!("the AWS SDK could not load its configuration: {}", panic_text(failure))
         })?;
+        // The client looks its endpoint up again, per service, and parses it
+        // only at the first call, where a bad one from the profile file
+        // panics after the queue was read. The same look-up is done here.
+        let key = ServiceConfigKey::builder()
+            .service_id("CloudWatch")
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build();
+        if let Some(endpoint) =
+            key.ok().and_then(|key| shared.service_config().and_then(|c| c.load_config(key)))
+            && !is_http_url(&endpoint)
+        {
+            return Err(format!(
+                "1 configuration problem:\n  - the AWS profile's endpoint_url ({:?}) is not an \
+                 http(s) URL such as http://127.0.0.1:4566; fix or remove it in the AWS config file",
+                crate::drone::printable(&endpoint, 100)
+            ));
+        }
         // The SDK's default of 3 attempts gives up early on the throttling
         // that comes with many callers in one region; 5 is the default here,
         // and an explicit AWS_MAX_ATTEMPTS or AWS_RETRY_MODE still wins.

@@ -629,3 +629,17 @@ fn values_that_are_not_utf8_are_named_with_every_other_problem() {
     }
     assert!(!stderr.contains("DRONE_SERVER (--drone-server): not set"), "{stderr}");
 }
+
+#[test]
+fn a_bad_endpoint_in_the_aws_profile_stops_the_run_before_the_queue_is_read() {
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let config = scratch("bad-endpoint-profile").join("config");
+    std::fs::write(&config, "[default]\nendpoint_url =\n").unwrap();
+    let mut env = env_without(&full_env(&drone, &namespace("bad-profile")), "AWS_ENDPOINT_URL");
+    env.push(("AWS_CONFIG_FILE".into(), config.display().to_string()));
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("the AWS profile's endpoint_url"), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    assert!(queue_requests(&drone).is_empty());
+}
