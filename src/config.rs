@@ -211,6 +211,10 @@ impl Token {
             .replace('"', "&quot;")
             .replace('\'', "&#39;");
         let html_hex = html.replace("&#39;", "&#x27;");
+        // Go's HTML escaper writes the double quote as &#34;, and its JSON
+        // encoder escapes <, > and & as \u003c, \u003e and \u0026.
+        let html_go = html.replace("&quot;", "&#34;");
+        let json_go = json.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026");
         let percent = |upper: bool| -> String {
             raw.bytes()
                 .map(|b| match b {
@@ -229,10 +233,12 @@ impl Token {
             debug,
             html,
             html_hex,
+            html_go,
+            json_go,
             percent(true),
             percent(false),
         ];
-        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         forms.dedup();
         forms
     }
@@ -480,6 +486,30 @@ impl Config {
         if !args.dry_run {
             for (variable, why) in aws_problems(env) {
                 problem(variable, "read by the AWS SDK", why);
+            }
+        }
+
+        // Values that end up in metrics or on standard output must not carry
+        // the token (pasted into the wrong variable, say); and no message
+        // about any value may repeat it.
+        if let Some(token) = &drone_token {
+            for (variable, flag, value) in [
+                ("CLOUDWATCH_METRICS_NAMESPACE", "--namespace", &args.namespace),
+                ("METRICS_LABEL_KEYS", "--label-keys", &args.label_keys),
+                ("METRICS_KNOWN_GROUPS", "--known-groups", &args.known_groups),
+            ] {
+                if value.as_deref().is_some_and(|v| token.redact(v) != v) {
+                    problem(
+                        variable,
+                        flag,
+                        "contains the Drone token; the token belongs in DRONE_TOKEN only".into(),
+                    );
+                }
+            }
+        }
+        if let Some(token) = args.drone_token.as_deref().map(Token::new) {
+            for p in &mut problems {
+                p.message = token.redact(&p.message);
             }
         }
 
@@ -887,6 +917,8 @@ mod tests {
             "ab&amp;c&quot;d/e\\f&#x27;g",
             "ab%26c%22d%2Fe%5Cf%27g",
             "ab%26c%22d%2fe%5cf%27g",
+            "ab&amp;c&#34;d/e\\f&#39;g",
+            r#"ab\u0026c\"d/e\\f'g"#,
         ] {
             let text = format!("before {echo} after");
             assert_eq!(t.redact(&text), "before [redacted] after", "{echo}");

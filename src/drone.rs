@@ -345,18 +345,19 @@ impl DroneClient {
                 .map_err(|_| SourceError::Timeout { url: url.clone(), timeout })??;
 
         match status {
-            StatusCode::OK => {
-                parse_queue_scrubbed(&body, &|text| self.token.redact(text)).map_err(|problem| {
-                    match problem {
-                        ParseProblem::NotJson(detail) => SourceError::NotJson {
-                            url,
-                            detail: format!("content type {content_type}; {detail}"),
-                            snippet: self.snippet(&body),
-                        },
-                        ParseProblem::Shape(detail) => SourceError::Shape { url, detail },
-                    }
+            StatusCode::OK => parse_queue_scrubbed(&body, &|text| self.token.redact(text))
+                .map_err(|problem| match problem {
+                    ParseProblem::NotJson(detail) => SourceError::NotJson {
+                        url,
+                        detail: format!("content type {content_type}; {detail}"),
+                        snippet: self.snippet(&body),
+                    },
+                    ParseProblem::Shape(detail) => SourceError::Shape { url, detail },
                 })
-            }
+                .map(|mut stages| {
+                    scrub_stages(&body, &mut stages, &self.token);
+                    stages
+                }),
             StatusCode::UNAUTHORIZED => Err(SourceError::Unauthorized { url }),
             StatusCode::FORBIDDEN => Err(SourceError::Forbidden { url }),
             StatusCode::NOT_FOUND => Err(SourceError::NotFound { url }),
@@ -400,6 +401,51 @@ impl DroneClient {
     /// whole body first: cutting or escaping first could leave part of it.
     fn snippet(&self, body: &[u8]) -> String {
         printable(&self.token.redact(&String::from_utf8_lossy(body)), 120)
+    }
+}
+
+/// Blanks the token out of the stages' text, which goes to the logs, the
+/// dry run and CloudWatch (a label holding it would become a dimension).
+fn scrub_stages(body: &[u8], stages: &mut [Stage], token: &Token) {
+    let secret = token.expose();
+    // A decoded string can only hold the token if the body holds it as it
+    // is or holds an escape; most answers have neither and are not walked.
+    if secret.is_empty()
+        || (memchr::memmem::find(body, secret.as_bytes()).is_none()
+            && memchr::memchr(b'\\', body).is_none())
+    {
+        return;
+    }
+    let mut found = 0_usize;
+    for stage in stages.iter_mut() {
+        for field in [
+            &mut stage.name,
+            &mut stage.pipeline_type,
+            &mut stage.status,
+            &mut stage.machine,
+            &mut stage.os,
+            &mut stage.arch,
+            &mut stage.variant,
+            &mut stage.kernel,
+        ] {
+            if field.contains(secret) {
+                *field = token.redact(field);
+                found += 1;
+            }
+        }
+        if stage.labels.iter().any(|(k, v)| k.contains(secret) || v.contains(secret)) {
+            stage.labels = std::mem::take(&mut stage.labels)
+                .into_iter()
+                .map(|(k, v)| (token.redact(&k), token.redact(&v)))
+                .collect();
+            found += 1;
+        }
+    }
+    if found > 0 {
+        tracing::warn!(
+            "{found} field(s) of the queue's stages hold the Drone token; \
+             they are shown and published with [redacted] in its place"
+        );
     }
 }
 

@@ -16,14 +16,14 @@ fn main() -> ExitCode {
     // the invocations rather than end the process before it serves any.
     let config = match Args::parse_env() {
         Ok(parsed) => {
-            logging::init(parsed.args.log_format().unwrap_or(default_format));
+            logging::init(parsed.args.log_format().unwrap_or(default_format), given_tokens());
             Config::from_parsed(&parsed).map_err(|e| e.to_string())
         }
         Err(err) if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
             err.exit()
         }
         Err(err) if in_lambda => {
-            logging::init(default_format);
+            logging::init(default_format, given_tokens());
             Err(redact_given_token(&err.to_string()).trim_end().to_string())
         }
         Err(err) => {
@@ -41,6 +41,10 @@ fn main() -> ExitCode {
     };
 
     if in_lambda {
+        if let Err(err) = lambda::check_environment(&|name| std::env::var(name).ok()) {
+            tracing::error!("{err}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
         let poller = config.and_then(|config| {
             startup::log_start("lambda", &config);
             runtime.block_on(startup::poller(&config)).map_err(|e| e.to_string())
@@ -72,6 +76,12 @@ fn main() -> ExitCode {
 /// Blanks out the token, as given by `DRONE_TOKEN` or `--drone-token`, from
 /// a message of the argument parser, which quotes the arguments it refuses.
 fn redact_given_token(text: &str) -> String {
+    given_tokens().iter().fold(text.to_string(), |text, token| token.redact(&text))
+}
+
+/// The token as given by `DRONE_TOKEN` and by `--drone-token`, found
+/// without the parser, whose errors must be scrubbed of it too.
+fn given_tokens() -> Vec<Token> {
     let mut given: Vec<String> = std::env::var("DRONE_TOKEN").into_iter().collect();
     let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     for (i, arg) in args.iter().enumerate() {
@@ -81,8 +91,5 @@ fn redact_given_token(text: &str) -> String {
             given.extend(args.get(i + 1).cloned());
         }
     }
-    given
-        .iter()
-        .filter(|token| !token.trim().is_empty())
-        .fold(text.to_string(), |text, token| Token::new(token).redact(&text))
+    given.iter().filter(|token| !token.trim().is_empty()).map(|token| Token::new(token)).collect()
 }

@@ -643,3 +643,76 @@ fn a_bad_endpoint_in_the_aws_profile_stops_the_run_before_the_queue_is_read() {
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     assert!(queue_requests(&drone).is_empty());
 }
+
+#[test]
+fn a_token_inside_the_stages_is_neither_logged_printed_nor_published() {
+    let stages = json!([
+        {"id": 1, "status": format!("Bearer {TOKEN}")},
+        {"id": 2, "status": "pending", "labels": {"class": TOKEN}},
+        {"id": 3, "status": "running", "labels": {"class": "gpu"}, "machine": TOKEN}
+    ]);
+    let drone = drone(json!([{"body": stages.to_string()}]));
+    let ns = namespace("token-in-stages");
+    let mut env = full_env(&drone, &ns);
+    env.push(("RUST_LOG".into(), "debug".into()));
+    let run = run(&env, &["--dry-run", "--output", "json"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(!run.output().contains(TOKEN), "{}", run.output());
+    assert!(run.stdout.contains(r#""class": "[redacted]""#), "{}", run.stdout);
+    assert!(run.stderr.contains("hold the Drone token"), "{}", run.stderr);
+
+    let published = crate::support::run(&full_env(&drone, &ns), &[]);
+    assert_eq!(published.code, Some(0), "{}", published.stderr);
+    let stored = stored(&ns);
+    let classes: Vec<&str> =
+        stored.keys().filter_map(|s| s.dimensions.get("class").map(String::as_str)).collect();
+    assert!(classes.contains(&"[redacted]") && classes.contains(&"gpu"), "{classes:?}");
+    assert!(!format!("{stored:?}").contains(TOKEN));
+}
+
+#[test]
+fn configuration_messages_never_repeat_the_token() {
+    let drone = drone_serving("drone_01_empty.json");
+    let mut env = dry_run_env(&drone);
+    env.retain(|(k, _)| k != "CLOUDWATCH_METRICS_NAMESPACE");
+    env.push(("CLOUDWATCH_METRICS_NAMESPACE".into(), format!("Drone/{TOKEN}")));
+    env.push(("DRONE_TIMEOUT".into(), format!("x {TOKEN}")));
+    let run = run(&env, &["--output", TOKEN]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    for needle in [
+        "CLOUDWATCH_METRICS_NAMESPACE (--namespace): contains the Drone token",
+        "DRONE_TIMEOUT (--drone-timeout): \"x [redacted]\"",
+        "--output: \"[redacted]\"",
+    ] {
+        assert!(run.stderr.contains(needle), "missing {needle:?} in\n{}", run.stderr);
+    }
+    assert!(!run.output().contains(TOKEN), "{}", run.output());
+}
+
+#[test]
+fn a_panic_in_the_aws_sdk_is_one_log_line_and_a_configuration_error() {
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let config = scratch("bad-retry-profile").join("config");
+    std::fs::write(&config, "[default]\nretry_mode = bogus\n").unwrap();
+    let mut env = full_env(&drone, &namespace("bad-retry"));
+    env.push(("AWS_CONFIG_FILE".into(), config.display().to_string()));
+    env.push(("LOG_FORMAT".into(), "json".into()));
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("could not load its configuration"), "{}", run.stderr);
+    assert!(!run.stderr.contains("thread 'main' panicked"), "{}", run.stderr);
+    for line in run.stderr.lines().filter(|l| l.starts_with('{')) {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+    assert!(queue_requests(&drone).is_empty());
+}
+
+#[test]
+fn a_queue_of_only_odd_statuses_is_not_called_empty() {
+    let stages = json!([{"id": 1, "status": "killed"}, {"id": 2, "status": "success"}]);
+    let drone = drone(json!([{"body": stages.to_string()}]));
+    let run = run(&dry_run_env(&drone), &["--dry-run"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains("no stage in the queue is pending or running"), "{}", run.stdout);
+    assert!(!run.output().contains("the queue is empty"), "{}", run.output());
+}
