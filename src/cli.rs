@@ -17,7 +17,7 @@ const PUBLISH_BUDGET: Duration = Duration::from_secs(30);
 pub async fn run(config: Config) -> ExitCode {
     let poller = match startup::poller(&config).await {
         Ok(poller) => poller,
-        Err(err @ (StartupError::NoRegion | StartupError::Aws(_))) => {
+        Err(err @ (StartupError::NoRegion | StartupError::BadRegion(_) | StartupError::Aws(_))) => {
             eprintln!("drone-queue-cloudwatch: {err}");
             return ExitCode::from(EXIT_CONFIG as u8);
         }

@@ -87,7 +87,7 @@ pub struct PublishReport {
 #[error(
     "CloudWatch did not take {failed_calls} of {total_calls} PutMetricData calls, so these \
      groups were not (fully) published: {}; {cause}",
-    groups.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    list_groups(groups)
 )]
 pub struct PublishError {
     /// Calls that failed.
@@ -276,6 +276,19 @@ fn encode(datum: &Datum, plan: &Plan, timestamp: DateTime) -> MetricDatum {
         .build()
 }
 
+/// The groups, cut to a length a log line (or a Lambda error) can carry.
+fn list_groups(groups: &[GroupKey]) -> String {
+    const SHOWN: usize = 20;
+    let mut text = crate::drone::printable(
+        &groups.iter().take(SHOWN).map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        4000,
+    );
+    if groups.len() > SHOWN {
+        text.push_str(&format!(" and {} more", groups.len() - SHOWN));
+    }
+    text
+}
+
 fn describe_error<E, R>(err: &SdkError<E, R>, budget: Duration) -> String
 where
     E: std::error::Error + 'static,
@@ -296,6 +309,11 @@ where
                 "no answer within the {} ms left; check the network path to CloudWatch",
                 budget.as_millis()
             )
+        }
+        SdkError::DispatchFailure(_) if detail.contains("no credentials") => {
+            "no AWS credentials were found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+             AWS_PROFILE, or give the function or machine a role"
+                .into()
         }
         SdkError::DispatchFailure(_) => {
             "could not reach CloudWatch; check the region, AWS_ENDPOINT_URL and the network".into()

@@ -12,6 +12,36 @@ use crate::report::Summary;
 /// (success or error) reaches Lambda before it stops the function.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
 
+/// Checks the variables Lambda sets and the runtime crate insists on (it
+/// panics without them), so that a stray `AWS_LAMBDA_RUNTIME_API` outside
+/// Lambda gets a message rather than a crash.
+///
+/// # Errors
+///
+/// A message naming each variable that is missing or wrong.
+pub fn check_environment(env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+    let mut missing = Vec::new();
+    if env("AWS_LAMBDA_RUNTIME_API").is_none_or(|v| v.trim().is_empty()) {
+        missing.push("AWS_LAMBDA_RUNTIME_API (empty)");
+    }
+    for variable in ["AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_VERSION"] {
+        if env(variable).is_none() {
+            missing.push(variable);
+        }
+    }
+    if env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse::<i32>().ok()).is_none() {
+        missing.push("AWS_LAMBDA_FUNCTION_MEMORY_SIZE");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "AWS_LAMBDA_RUNTIME_API is set, so this would serve the Lambda runtime, but {} \
+         missing or invalid; outside Lambda, unset AWS_LAMBDA_RUNTIME_API to poll once",
+        missing.join(", ") + if missing.len() == 1 { " is" } else { " are" }
+    ))
+}
+
 /// Serves the Lambda Runtime API until the runtime stops the process.
 ///
 /// With a configuration error the runtime is still served, and every

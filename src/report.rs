@@ -82,10 +82,12 @@ pub fn table(outcome: &PollOutcome, namespace: &str) -> String {
     let summary = Summary::of(outcome);
     let mut out = String::new();
     if plan.groups.is_empty() {
-        let why = if plan.rejected.is_empty() {
+        let why = if !plan.rejected.is_empty() {
+            "no group can be published"
+        } else if outcome.counts.ignored.is_empty() {
             "the queue is empty"
         } else {
-            "no group can be published"
+            "no stage in the queue is pending or running"
         };
         let _ = writeln!(out, "Nothing would be published to namespace {namespace:?}: {why}.");
     } else {

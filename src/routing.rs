@@ -111,9 +111,10 @@ pub fn classify(stages: &[Stage]) -> Vec<Option<Standing>> {
 /// When a pending stage started to wait: its creation, or, for a stage that
 /// first waited for other stages (`depends_on`), its last update, which is
 /// when those finished and it became pending. Without an update time (a
-/// server that leaves it out) the creation time is the best known bound.
+/// server that leaves it out), or with one before the creation (a clock
+/// step), the creation time is the best known bound.
 pub fn pending_since(stage: &Stage) -> i64 {
-    if stage.has_dependencies && stage.updated > 0 { stage.updated } else { stage.created }
+    if stage.has_dependencies { stage.updated.max(stage.created) } else { stage.created }
 }
 
 #[cfg(test)]
@@ -150,6 +151,8 @@ mod tests {
         stage.has_dependencies = true;
         assert_eq!(pending_since(&stage), 250);
         stage.updated = 0;
+        assert_eq!(pending_since(&stage), 100);
+        stage.updated = 50;
         assert_eq!(pending_since(&stage), 100);
     }
 

@@ -12,15 +12,34 @@ pub enum StartupError {
     /// The AWS SDK's chain found no region.
     #[error(
         "1 configuration problem:\n  - AWS_REGION: no AWS region is configured; \
-         set AWS_REGION (or a region in the AWS profile), or use --dry-run"
+         set AWS_REGION (or a region in the AWS profile{}), or use --dry-run",
+        profile_hint()
     )]
     NoRegion,
+    /// The region from the AWS profile is not a region name.
+    #[error(
+        "1 configuration problem:\n  - the AWS profile's region ({0:?}) is not a region name \
+         such as us-east-1; fix it in the AWS config file, or set AWS_REGION"
+    )]
+    BadRegion(String),
     /// The AWS SDK refused its configuration (a profile file, say).
     #[error("{0}")]
     Aws(String),
     /// The HTTP client could not be built.
     #[error("{0}")]
     Drone(#[from] SourceError),
+}
+
+/// Names the profile in use, if one was chosen: a profile that does not
+/// exist looks to the SDK like one without a region.
+fn profile_hint() -> String {
+    match std::env::var("AWS_PROFILE") {
+        Ok(profile) if !profile.is_empty() => format!(
+            "; AWS_PROFILE is {:?}: check that this profile exists",
+            crate::drone::printable(&profile, 60)
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Logs what runs and what it polls.
@@ -53,8 +72,18 @@ pub async fn poller(config: &Config) -> Result<Poller, StartupError> {
     } else {
         let sink =
             CloudWatchSink::from_env(config.namespace.clone()).await.map_err(StartupError::Aws)?;
-        if sink.region().is_none() {
-            return Err(StartupError::NoRegion);
+        match sink.region() {
+            None => return Err(StartupError::NoRegion),
+            // The environment's region was checked with the rest of the
+            // configuration; one from the profile file is checked here, or
+            // the first call would fail only after the queue was read.
+            Some(region)
+                if region.is_empty()
+                    || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+            {
+                return Err(StartupError::BadRegion(crate::drone::printable(&region, 60)));
+            }
+            Some(_) => {}
         }
         Sink::CloudWatch(sink)
     };

@@ -167,3 +167,22 @@ fn a_configuration_error_fails_each_invocation_with_its_text() {
         assert!(message.contains("CLOUDWATCH_METRICS_NAMESPACE"), "{message}");
     }
 }
+
+#[test]
+fn a_stray_runtime_api_variable_outside_lambda_is_a_message_not_a_crash() {
+    let drone = drone_serving("drone_01_empty.json");
+    let mut env = dry_run_env(&drone);
+    env.push(("AWS_LAMBDA_RUNTIME_API".into(), String::new()));
+    env.push(("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "lots".into()));
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "but AWS_LAMBDA_RUNTIME_API (empty), AWS_LAMBDA_FUNCTION_NAME, \
+             AWS_LAMBDA_FUNCTION_VERSION, AWS_LAMBDA_FUNCTION_MEMORY_SIZE are missing or invalid"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("panic"), "{}", run.stderr);
+}
