@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION};
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, LOCATION};
 use reqwest::{StatusCode, Url};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
@@ -248,7 +248,11 @@ impl SourceError {
 }
 
 fn status_hint(status: StatusCode) -> &'static str {
-    if status.is_server_error() {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        "; the server (or a proxy) limits the request rate: poll less often"
+    } else if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        "; a proxy between here and Drone wants credentials: reach Drone without it"
+    } else if status.is_server_error() {
         "; the server (or a proxy in front of it) failed: check its logs, the next poll tries again"
     } else {
         ""
@@ -331,7 +335,12 @@ impl DroneClient {
                     .and_then(|v: &HeaderValue| v.to_str().ok())
                     .map(String::from)
             };
-            let content_type = header(CONTENT_TYPE).unwrap_or_else(|| "no content type".into());
+            let mut content_type = header(CONTENT_TYPE).unwrap_or_else(|| "no content type".into());
+            // Nothing but identity was asked for; a compressed body cannot be
+            // read, and saying so beats quoting its bytes.
+            if let Some(encoding) = header(CONTENT_ENCODING).filter(|e| e != "identity") {
+                content_type.push_str(&format!(", content encoding {encoding} (not asked for)"));
+            }
             let location = header(LOCATION).unwrap_or_default();
             let body = read_body(response).await.map_err(|e| match e {
                 BodyError::TooLarge => SourceError::TooLarge { url: url.clone() },
@@ -362,11 +371,15 @@ impl DroneClient {
             StatusCode::FORBIDDEN => Err(SourceError::Forbidden { url }),
             StatusCode::NOT_FOUND => Err(SourceError::NotFound { url }),
             StatusCode::NOT_IMPLEMENTED => Err(SourceError::NotImplemented { url }),
-            status if status.is_redirection() => Err(SourceError::Redirect {
-                url,
-                status,
-                location: printable(&self.token.redact(&location), 200),
-            }),
+            // 304 answers a conditional request, which is never sent; it is
+            // not a redirect to anywhere.
+            status if status.is_redirection() && status != StatusCode::NOT_MODIFIED => {
+                Err(SourceError::Redirect {
+                    url,
+                    status,
+                    location: printable(&self.token.redact(&location), 200),
+                })
+            }
             status => Err(SourceError::Status { url, status, message: self.server_message(&body) }),
         }
     }

@@ -236,6 +236,12 @@ fn every_drone_failure_has_its_own_message_and_publishes_nothing() {
             &["did not answer within 1s", "DRONE_TIMEOUT"],
         ),
         ("dropped", json!([{"close": true}]), &["the request to", "failed"]),
+        ("not-modified", json!([{"status": 304, "body": ""}]), &["answered 304 Not Modified"]),
+        (
+            "rate-limited",
+            json!([{"status": 429, "body": "slow down"}]),
+            &["answered 429 Too Many Requests", "poll less often"],
+        ),
     ];
     for (name, steps, needles) in cases {
         let drone = drone(steps);
