@@ -12,7 +12,7 @@ use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 
 use crate::aggregate::GroupKey;
-use crate::metrics::{Datum, Plan, Unit};
+use crate::metrics::{Datum, Plan, Resolution, Unit};
 
 /// Most data points in one `PutMetricData` request.
 pub const MAX_DATUMS_PER_CALL: usize = 1000;
@@ -128,8 +128,8 @@ impl CloudWatchSink {
         self.client.config().region().map(ToString::to_string)
     }
 
-    /// Sends every data point of the plan with `timestamp`, finishing
-    /// before `deadline`. Calls are independent: one refused call does not
+    /// Sends every data point of the plan with `timestamp` and
+    /// `resolution`, finishing before `deadline`. Calls are independent: one refused call does not
     /// stop the others, and the error lists the groups that were not sent.
     ///
     /// # Errors
@@ -139,6 +139,7 @@ impl CloudWatchSink {
         &self,
         plan: &Plan,
         timestamp: SystemTime,
+        resolution: Resolution,
         deadline: Instant,
     ) -> Result<PublishReport, PublishError> {
         let runs = batches(plan);
@@ -149,8 +150,10 @@ impl CloudWatchSink {
         let mut first_cause = None;
 
         for (call, run) in runs.iter().enumerate() {
-            let data: Vec<MetricDatum> =
-                plan.datums[run.clone()].iter().map(|d| encode(d, plan, timestamp)).collect();
+            let data: Vec<MetricDatum> = plan.datums[run.clone()]
+                .iter()
+                .map(|d| encode(d, plan, timestamp, resolution))
+                .collect();
             let left = deadline.saturating_duration_since(Instant::now());
             let result = if left.is_zero() {
                 Err("no time left before the deadline".to_string())
@@ -220,7 +223,7 @@ fn panic_text(failure: tokio::task::JoinError) -> String {
     }
 }
 
-fn encode(datum: &Datum, plan: &Plan, timestamp: DateTime) -> MetricDatum {
+fn encode(datum: &Datum, plan: &Plan, timestamp: DateTime, resolution: Resolution) -> MetricDatum {
     let dimensions = plan.groups[datum.group]
         .0
         .dimensions()
@@ -234,7 +237,7 @@ fn encode(datum: &Datum, plan: &Plan, timestamp: DateTime) -> MetricDatum {
             Unit::Count => StandardUnit::Count,
             Unit::Seconds => StandardUnit::Seconds,
         })
-        .storage_resolution(STANDARD_RESOLUTION)
+        .storage_resolution(resolution.seconds())
         .timestamp(timestamp)
         .build()
 }
@@ -357,7 +360,7 @@ mod tests {
     fn encoded_points_carry_count_resolution_and_the_poll_time() {
         let plan = plan_with(numbered(1));
         let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
-        let datum = encode(&plan.datums[1], &plan, DateTime::from(when));
+        let datum = encode(&plan.datums[1], &plan, DateTime::from(when), Resolution::Standard);
         assert_eq!(datum.metric_name(), Some("RunningBuilds"));
         assert_eq!(datum.value(), Some(1.0));
         assert_eq!(datum.unit(), Some(&StandardUnit::Count));
@@ -369,5 +372,8 @@ mod tests {
             .map(|d| (d.name().unwrap_or(""), d.value().unwrap_or("")))
             .collect();
         assert_eq!(dims, [("pool", "p0000")]);
+        let high = encode(&plan.datums[1], &plan, DateTime::from(when), Resolution::High);
+        assert_eq!(high.storage_resolution(), Some(1));
+        assert_eq!(STANDARD_RESOLUTION, Resolution::Standard.seconds());
     }
 }

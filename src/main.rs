@@ -1,5 +1,6 @@
 //! `drone-queue-cloudwatch`: serves the Lambda runtime when
-//! `AWS_LAMBDA_RUNTIME_API` is set, and otherwise polls once and exits.
+//! `AWS_LAMBDA_RUNTIME_API` is set, and otherwise polls once and exits, or
+//! keeps polling with `POLL_INTERVAL`.
 
 use std::process::ExitCode;
 
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
 
     match config {
         Ok(config) => {
-            startup::log_start("cli", &config);
+            startup::log_start(config.mode(), &config);
             runtime.block_on(cli::run(config))
         }
         Err(err) => {
