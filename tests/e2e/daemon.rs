@@ -98,7 +98,9 @@ fn a_signal_mid_poll_stops_at_once_and_publishes_nothing() {
 #[test]
 fn mode_and_sink_mistakes_are_configuration_errors() {
     let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
-    let cases: &[(&[(&str, &str)], &[&str])] = &[
+    // Variables set, and what the message must say.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case<'_>] = &[
         (
             &[("METRICS_SINKS", "prometheus")],
             &[
