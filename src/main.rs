@@ -62,7 +62,11 @@ fn main() -> ExitCode {
     match config {
         Ok(config) => {
             startup::log_start(config.mode(), &config);
-            runtime.block_on(cli::run(config))
+            let code = runtime.block_on(cli::run(config));
+            // A name look-up of a dropped poll may still hold a blocking
+            // thread; the daemon's prompt exit on a signal must not wait for it.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            code
         }
         Err(err) => {
             eprintln!("drone-queue-cloudwatch: {err}");

@@ -134,40 +134,54 @@ impl Poller {
         if let Some(exposition) = &self.sinks.prometheus {
             exposition.update_groups(&plan, Instant::now());
         }
-        let emf_lines = if self.sinks.emf { Some(self.write_emf(&plan, timestamp)?) } else { None };
-        let published = match &self.sinks.cloudwatch {
+        // Each sink gets the plan whatever another one did; the first
+        // failure is reported once all have had their turn.
+        let emf = self.sinks.emf.then(|| self.write_emf(&plan, timestamp));
+        let cloudwatch = match &self.sinks.cloudwatch {
             None => None,
-            Some(_) if plan.datums.is_empty() => Some(PublishReport::default()),
+            Some(_) if plan.datums.is_empty() => Some(Ok(PublishReport::default())),
             Some(sink) => {
-                Some(sink.publish(&plan, timestamp, self.sinks.resolution, deadline).await?)
+                Some(sink.publish(&plan, timestamp, self.sinks.resolution, deadline).await)
             }
         };
         let publish_time = publish_started.elapsed();
-
-        let totals = counts.totals();
-        tracing::info!(
-            groups = plan.groups.len(),
-            queued = totals.queued,
-            running = totals.running,
-            startable = totals.startable,
-            blocked = totals.blocked(),
-            rejected_groups = plan.rejected.len(),
-            datums = plan.datums.len(),
-            calls = published.map_or(0, |p| p.calls),
-            fetch_ms = fetch_time.as_millis() as u64,
-            publish_ms = publish_time.as_millis() as u64,
-            "poll complete"
-        );
+        let published =
+            cloudwatch.as_ref().map(|r| r.as_ref().map_or_else(|e| e.report, |report| *report));
+        let emf_lines = emf.as_ref().and_then(|r| r.as_ref().ok().copied());
         let outcome =
             PollOutcome { timestamp, counts, plan, published, emf_lines, fetch_time, publish_time };
-        if let Some(format) = self.sinks.stdout {
+        let printed = self.sinks.stdout.map(|format| {
             let text = match format {
                 OutputFormat::Table => report::table(&outcome, &self.sinks.namespace),
                 OutputFormat::Json => report::json(&outcome, &self.sinks.namespace) + "\n",
             };
             write_stdout(text.as_bytes())
-                .map_err(|source| PollError::Output { what: "report", source })?;
+                .map_err(|source| PollError::Output { what: "report", source })
+        });
+        if let Some(Err(err)) = cloudwatch {
+            return Err(err.into());
         }
+        if let Some(Err(err)) = emf {
+            return Err(err);
+        }
+        if let Some(Err(err)) = printed {
+            return Err(err);
+        }
+
+        let totals = outcome.counts.totals();
+        tracing::info!(
+            groups = outcome.plan.groups.len(),
+            queued = totals.queued,
+            running = totals.running,
+            startable = totals.startable,
+            blocked = totals.blocked(),
+            rejected_groups = outcome.plan.rejected.len(),
+            datums = outcome.plan.datums.len(),
+            calls = published.map_or(0, |p| p.calls),
+            fetch_ms = fetch_time.as_millis() as u64,
+            publish_ms = publish_time.as_millis() as u64,
+            "poll complete"
+        );
         Ok(outcome)
     }
 

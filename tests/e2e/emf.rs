@@ -194,3 +194,19 @@ fn emf_alone_in_lambda_makes_no_put_metric_data_call() {
     assert!(stored(&ns).is_empty());
     assert!(!stderr.contains(TOKEN) && !stdout.contains(TOKEN));
 }
+
+#[test]
+fn emf_lines_are_written_when_cloudwatch_refuses_and_the_run_still_fails() {
+    let proxy = throttle_proxy(1000);
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let ns = namespace("emf-despite-cloudwatch");
+    let mut env = full_env(&drone, &ns);
+    env.push(("AWS_ENDPOINT_URL".into(), proxy.url()));
+    env.push(("METRICS_SINKS".into(), "emf,cloudwatch".into()));
+    let run = run(&env, &[]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("CloudWatch did not take 1 of 1 PutMetricData calls"));
+    let groups = emf(&run.stdout).iter().map(|l| check_line(l, &ns, 0..=i64::MAX)).collect();
+    assert_eq!(without_wait(groups), two_groups());
+    assert!(!run.stderr.contains("poll complete"), "{}", run.stderr);
+}
