@@ -32,6 +32,9 @@ pub const VARIABLES: [&str; 12] = [
     "CLOUDWATCH_HIGH_RESOLUTION",
 ];
 
+/// Shortest token accepted.
+const MIN_TOKEN_LEN: usize = 8;
+
 /// Where the Prometheus endpoint listens unless `PROMETHEUS_LISTEN` says
 /// otherwise: loopback, so that nothing is exposed by accident.
 pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:9464";
@@ -39,9 +42,6 @@ pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:9464";
 /// Shortest and longest `POLL_INTERVAL`.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
-
-/// Shortest token accepted.
-const MIN_TOKEN_LEN: usize = 8;
 
 /// Command-line flags; each one can also come from the environment variable
 /// the reference tool used, so existing deployments keep working unchanged.
