@@ -22,6 +22,30 @@ ensure_tools() {
   fi
 }
 
+# Debian's prometheus server for the tests, which run it as a plain process
+# on loopback. Installing the package would also start its system service
+# (listening on every address) where systemd runs, so only its binary is
+# taken: the package is downloaded with apt-get and unpacked under .tmp.
+# Sets PROMETHEUS_BIN.
+ensure_prometheus() {
+  local dir=.tmp/prometheus-deb sudo=
+  if [ -x /usr/bin/prometheus ]; then
+    PROMETHEUS_BIN=/usr/bin/prometheus
+    return 0
+  fi
+  PROMETHEUS_BIN=$PWD/$dir/usr/bin/prometheus
+  [ -x "$PROMETHEUS_BIN" ] && return 0
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  step "Debian package prometheus, unpacked into $dir"
+  if ! apt-cache show prometheus >/dev/null 2>&1; then
+    $sudo apt-get update -qq
+  fi
+  mkdir -p "$dir"
+  (cd "$dir" && rm -f prometheus_*.deb && apt-get download -qq prometheus 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+  dpkg-deb -x "$dir"/prometheus_*.deb "$dir"
+  [ -x "$PROMETHEUS_BIN" ] || { echo "could not unpack prometheus from Debian's package" >&2; exit 1; }
+}
+
 ensure_venv() {
   if [ ! -x "$VENV/bin/ministack" ] || ! "$VENV/bin/python" -c 'import cbor2' 2>/dev/null; then
     step "Python packages into $VENV: ${PY_PACKAGES[*]}"

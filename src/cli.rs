@@ -1,10 +1,11 @@
-//! The command-line entry point: one poll, then an exit status.
+//! The command-line entry point: one poll, then an exit status; or, with
+//! an interval, the daemon.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, EXIT_CONFIG, OutputFormat};
-use crate::report;
+use crate::config::{Config, EXIT_CONFIG};
+use crate::daemon;
 use crate::startup::{self, StartupError};
 
 /// Exit status of a poll that failed (queue unreadable or publish refused).
@@ -13,7 +14,8 @@ pub const EXIT_POLL_FAILED: u8 = 1;
 /// Time allowed for publishing after the queue was read.
 const PUBLISH_BUDGET: Duration = Duration::from_secs(30);
 
-/// Runs one poll and prints the dry run, if asked for.
+/// Runs one poll (whose sinks print the dry run, if asked for), or the
+/// daemon when `config` has an interval.
 pub async fn run(config: Config) -> ExitCode {
     let poller = match startup::poller(&config).await {
         Ok(poller) => poller,
@@ -27,6 +29,11 @@ pub async fn run(config: Config) -> ExitCode {
         }
     };
 
+    if let Some(interval) = config.interval {
+        let endpoint = poller.exposition().map(|e| (config.prometheus_listen, e));
+        return daemon::run(poller, interval, endpoint).await;
+    }
+
     let deadline = Instant::now() + config.drone_timeout + PUBLISH_BUDGET;
     let result = {
         let span = tracing::info_span!("poll");
@@ -34,16 +41,7 @@ pub async fn run(config: Config) -> ExitCode {
         poller.poll(deadline).await
     };
     match result {
-        Ok(outcome) => {
-            if config.dry_run {
-                let text = match config.output {
-                    OutputFormat::Table => report::table(&outcome, &config.namespace),
-                    OutputFormat::Json => report::json(&outcome, &config.namespace) + "\n",
-                };
-                print!("{text}");
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(_) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err}");
             ExitCode::from(EXIT_POLL_FAILED)

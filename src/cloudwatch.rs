@@ -13,7 +13,7 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use aws_types::service_config::ServiceConfigKey;
 
 use crate::aggregate::GroupKey;
-use crate::metrics::{Datum, Plan, Unit};
+use crate::metrics::{Datum, Plan, Resolution, Unit};
 
 /// Attempts per `PutMetricData` call unless `AWS_MAX_ATTEMPTS` says
 /// otherwise.
@@ -165,8 +165,8 @@ impl CloudWatchSink {
         self.client.config().region().map(ToString::to_string)
     }
 
-    /// Sends every data point of the plan with `timestamp`, finishing
-    /// before `deadline`. Calls are independent: one refused call does not
+    /// Sends every data point of the plan with `timestamp` and
+    /// `resolution`, finishing before `deadline`. Calls are independent: one refused call does not
     /// stop the others, and the error lists the groups that were not sent.
     ///
     /// # Errors
@@ -176,6 +176,7 @@ impl CloudWatchSink {
         &self,
         plan: &Plan,
         timestamp: SystemTime,
+        resolution: Resolution,
         deadline: Instant,
     ) -> Result<PublishReport, PublishError> {
         let runs = batches(plan);
@@ -186,8 +187,10 @@ impl CloudWatchSink {
         let mut first_cause = None;
 
         for (call, run) in runs.iter().enumerate() {
-            let data: Vec<MetricDatum> =
-                plan.datums[run.clone()].iter().map(|d| encode(d, plan, timestamp)).collect();
+            let data: Vec<MetricDatum> = plan.datums[run.clone()]
+                .iter()
+                .map(|d| encode(d, plan, timestamp, resolution))
+                .collect();
             let left = deadline.saturating_duration_since(Instant::now());
             let result = if left.is_zero() {
                 Err("no time left before the deadline".to_string())
@@ -257,7 +260,7 @@ fn panic_text(failure: tokio::task::JoinError) -> String {
     }
 }
 
-fn encode(datum: &Datum, plan: &Plan, timestamp: DateTime) -> MetricDatum {
+fn encode(datum: &Datum, plan: &Plan, timestamp: DateTime, resolution: Resolution) -> MetricDatum {
     let dimensions = plan.groups[datum.group]
         .0
         .dimensions()
@@ -271,7 +274,7 @@ fn encode(datum: &Datum, plan: &Plan, timestamp: DateTime) -> MetricDatum {
             Unit::Count => StandardUnit::Count,
             Unit::Seconds => StandardUnit::Seconds,
         })
-        .storage_resolution(STANDARD_RESOLUTION)
+        .storage_resolution(resolution.seconds())
         .timestamp(timestamp)
         .build()
 }
@@ -412,7 +415,7 @@ mod tests {
     fn encoded_points_carry_count_resolution_and_the_poll_time() {
         let plan = plan_with(numbered(1));
         let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
-        let datum = encode(&plan.datums[1], &plan, DateTime::from(when));
+        let datum = encode(&plan.datums[1], &plan, DateTime::from(when), Resolution::Standard);
         assert_eq!(datum.metric_name(), Some("RunningBuilds"));
         assert_eq!(datum.value(), Some(1.0));
         assert_eq!(datum.unit(), Some(&StandardUnit::Count));
@@ -424,5 +427,8 @@ mod tests {
             .map(|d| (d.name().unwrap_or(""), d.value().unwrap_or("")))
             .collect();
         assert_eq!(dims, [("pool", "p0000")]);
+        let high = encode(&plan.datums[1], &plan, DateTime::from(when), Resolution::High);
+        assert_eq!(high.storage_resolution(), Some(1));
+        assert_eq!(STANDARD_RESOLUTION, Resolution::Standard.seconds());
     }
 }

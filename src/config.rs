@@ -3,18 +3,21 @@
 //! call is made.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 use reqwest::Url;
 
 use crate::grouping::{self, Grouping};
+use crate::metrics::Resolution;
+use crate::sinks::{SinkKind, SinkSet, parse_sinks};
 
 /// Exit status for configuration errors, as documented in the README.
 pub const EXIT_CONFIG: i32 = 2;
 
 /// Every variable the program reads itself (the AWS SDK reads its own).
-pub const VARIABLES: [&str; 8] = [
+pub const VARIABLES: [&str; 12] = [
     "DRONE_SERVER",
     "DRONE_TOKEN",
     "CLOUDWATCH_METRICS_NAMESPACE",
@@ -23,6 +26,10 @@ pub const VARIABLES: [&str; 8] = [
     "METRICS_EXTRA_DIMENSIONS",
     "METRICS_KNOWN_GROUPS",
     "LOG_FORMAT",
+    "POLL_INTERVAL",
+    "METRICS_SINKS",
+    "PROMETHEUS_LISTEN",
+    "CLOUDWATCH_HIGH_RESOLUTION",
 ];
 
 /// What to say about a variable whose value is not UTF-8.
@@ -30,6 +37,14 @@ const NOT_UTF8: &str = "the value is not valid UTF-8; set it again as plain text
 
 /// Shortest token accepted.
 const MIN_TOKEN_LEN: usize = 8;
+
+/// Where the Prometheus endpoint listens unless `PROMETHEUS_LISTEN` says
+/// otherwise: loopback, so that nothing is exposed by accident.
+pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:9464";
+
+/// Shortest and longest `POLL_INTERVAL`.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Command-line flags; each one can also come from the environment variable
 /// the reference tool used, so existing deployments keep working unchanged.
@@ -87,6 +102,32 @@ pub struct Args {
     /// elsewhere
     #[arg(long, env = "LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+
+    /// Keep running and poll on this cadence (e.g. 15s, 1m; at least 1s)
+    /// until SIGTERM or SIGINT; without it, poll once and exit
+    #[arg(long, env = "POLL_INTERVAL", value_name = "DURATION")]
+    pub interval: Option<String>,
+
+    /// Where metrics go, a comma list of cloudwatch, emf, prometheus and
+    /// stdout [default: cloudwatch]
+    #[arg(long, env = "METRICS_SINKS", value_name = "SINKS")]
+    pub sinks: Option<String>,
+
+    /// Address the prometheus sink serves /metrics and /healthz on
+    /// [default: 127.0.0.1:9464]
+    #[arg(long, env = "PROMETHEUS_LISTEN", value_name = "ADDRESS")]
+    pub prometheus_listen: Option<String>,
+
+    /// Publish CloudWatch and EMF points with one-second storage resolution
+    /// (true or false); worth it with an interval under a minute
+    #[arg(
+        long,
+        env = "CLOUDWATCH_HIGH_RESOLUTION",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub high_resolution: Option<String>,
 }
 
 /// The command line and environment as parsed, with the variables that
@@ -267,6 +308,21 @@ pub struct Config {
     pub dry_run: bool,
     /// Dry-run output format.
     pub output: OutputFormat,
+    /// Poll on this cadence until stopped; `None` polls once.
+    pub interval: Option<Duration>,
+    /// Where metrics go; only `stdout` in a dry run.
+    pub sinks: SinkSet,
+    /// Address of the Prometheus endpoint.
+    pub prometheus_listen: SocketAddr,
+    /// Storage resolution of CloudWatch and EMF points.
+    pub resolution: Resolution,
+}
+
+impl Config {
+    /// What runs: `daemon` with an interval, `cli` without.
+    pub fn mode(&self) -> &'static str {
+        if self.interval.is_some() { "daemon" } else { "cli" }
+    }
 }
 
 /// One thing wrong with the configuration, naming the variable and flag.
@@ -394,7 +450,14 @@ impl Config {
             },
         };
 
+        let in_lambda = env("AWS_LAMBDA_RUNTIME_API").is_some();
+        let interval = check_interval(args, in_lambda, &mut problem);
+        let sinks = check_sinks(args, env, in_lambda, interval.is_some(), &mut problem);
+
+        // Only Prometheus does without a namespace.
+        let needs_namespace = sinks.iter().any(|k| k != SinkKind::Prometheus);
         let namespace = match args.namespace.as_deref() {
+            None | Some("") if !needs_namespace => Some(String::new()),
             None | Some("") => {
                 problem(
                     "CLOUDWATCH_METRICS_NAMESPACE",
@@ -483,7 +546,40 @@ impl Config {
                 ),
             );
         }
-        if !args.dry_run {
+        let prometheus_listen = match args.prometheus_listen.as_deref().map(str::trim) {
+            None | Some("") => DEFAULT_PROMETHEUS_LISTEN.parse().ok(),
+            Some(raw) => match raw.parse::<SocketAddr>() {
+                Ok(address) => Some(address),
+                Err(_) => {
+                    problem(
+                        "PROMETHEUS_LISTEN",
+                        "--prometheus-listen",
+                        format!(
+                            "{raw:?} is not an IP address and port; write e.g. 127.0.0.1:9464, \
+                             or 0.0.0.0:9464 to accept scrapes from other hosts"
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        let resolution = match args.high_resolution.as_deref().map(parse_bool) {
+            None | Some(Some(false)) => Resolution::Standard,
+            Some(Some(true)) => Resolution::High,
+            Some(None) => {
+                problem(
+                    "CLOUDWATCH_HIGH_RESOLUTION",
+                    "--high-resolution",
+                    format!(
+                        "{:?} is not true or false",
+                        args.high_resolution.as_deref().unwrap_or("")
+                    ),
+                );
+                Resolution::Standard
+            }
+        };
+        // Only PutMetricData uses the AWS SDK; EMF lines need no AWS set-up.
+        if sinks.has(SinkKind::CloudWatch) {
             for (variable, why) in aws_problems(env) {
                 problem(variable, "read by the AWS SDK", why);
             }
@@ -513,22 +609,114 @@ impl Config {
             }
         }
 
-        match (drone_server, drone_token, namespace, drone_timeout) {
-            (Some(drone_server), Some(drone_token), Some(namespace), Some(drone_timeout))
-                if problems.is_empty() =>
-            {
-                Ok(Config {
-                    drone_server,
-                    drone_token,
-                    namespace,
-                    drone_timeout,
-                    grouping,
-                    dry_run: args.dry_run,
-                    output,
-                })
-            }
+        match (drone_server, drone_token, namespace, drone_timeout, prometheus_listen) {
+            (
+                Some(drone_server),
+                Some(drone_token),
+                Some(namespace),
+                Some(drone_timeout),
+                Some(prometheus_listen),
+            ) if problems.is_empty() => Ok(Config {
+                drone_server,
+                drone_token,
+                namespace,
+                drone_timeout,
+                grouping,
+                dry_run: args.dry_run,
+                output,
+                interval,
+                sinks,
+                prometheus_listen,
+                resolution,
+            }),
             _ => Err(ConfigError(problems)),
         }
+    }
+}
+
+type Problem<'a> = dyn FnMut(&'static str, &'static str, String) + 'a;
+
+/// `POLL_INTERVAL`: from 1 s to a day, and not in Lambda, where the
+/// schedule that invokes the function is the interval.
+fn check_interval(args: &Args, in_lambda: bool, problem: &mut Problem<'_>) -> Option<Duration> {
+    let raw = args.interval.as_deref().map(str::trim).filter(|r| !r.is_empty())?;
+    if in_lambda {
+        problem(
+            "POLL_INTERVAL",
+            "--interval",
+            "is not used in Lambda, where the schedule that invokes the function sets the \
+             cadence; unset it, or run the daemon outside Lambda"
+                .into(),
+        );
+        return None;
+    }
+    match parse_duration(raw) {
+        Ok(d) if (MIN_INTERVAL..=MAX_INTERVAL).contains(&d) => Some(d),
+        Ok(_) => {
+            problem(
+                "POLL_INTERVAL",
+                "--interval",
+                format!("{raw:?} is out of range; give a duration from 1s to 24h, e.g. 15s"),
+            );
+            None
+        }
+        Err(why) => {
+            problem("POLL_INTERVAL", "--interval", why);
+            None
+        }
+    }
+}
+
+/// `METRICS_SINKS`, and whether the sinks fit the mode. A dry run prints
+/// and publishes nothing, whatever the list says (it is still checked).
+fn check_sinks(
+    args: &Args,
+    env: &dyn Fn(&str) -> Option<String>,
+    in_lambda: bool,
+    daemon: bool,
+    problem: &mut Problem<'_>,
+) -> SinkSet {
+    // The parser drops an empty variable; an empty list is still a mistake.
+    let raw = args.sinks.clone().or_else(|| env("METRICS_SINKS"));
+    let sinks = match raw.as_deref().map(parse_sinks) {
+        None => SinkSet::default(),
+        Some(Ok(sinks)) => sinks,
+        Some(Err(whys)) => {
+            for why in whys {
+                problem("METRICS_SINKS", "--sinks", why);
+            }
+            SinkSet::default()
+        }
+    };
+    if args.dry_run {
+        return SinkSet::only(SinkKind::Stdout);
+    }
+    if sinks.has(SinkKind::Prometheus) && in_lambda {
+        problem(
+            "METRICS_SINKS",
+            "--sinks",
+            "prometheus needs a long-running process to serve its endpoint, which Lambda is \
+             not; use cloudwatch or emf in Lambda"
+                .into(),
+        );
+    } else if sinks.has(SinkKind::Prometheus) && !daemon {
+        problem(
+            "METRICS_SINKS",
+            "--sinks",
+            "prometheus serves its endpoint only while the program runs, and without \
+             POLL_INTERVAL (--interval) it polls once and exits; set POLL_INTERVAL, e.g. 15s"
+                .into(),
+        );
+    }
+    sinks
+}
+
+/// `true`/`false` and the usual spellings of yes and no.
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" | "" => Some(false),
+        _ => None,
     }
 }
 
@@ -721,6 +909,10 @@ mod tests {
             dry_run: false,
             output: "table".into(),
             log_format: None,
+            interval: None,
+            sinks: None,
+            prometheus_listen: None,
+            high_resolution: None,
         }
     }
 
@@ -898,6 +1090,142 @@ mod tests {
         let mut a = args(Some("https://x"), Some("token-123"), Some("N"));
         a.drone_timeout = "0s".into();
         assert_eq!(variables(&check(&a).unwrap_err()), ["DRONE_TIMEOUT"]);
+    }
+
+    /// Checks with only these variables set.
+    fn check_env(a: &Args, pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let pairs: Vec<(String, String)> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::check(a, &move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    fn valid() -> Args {
+        args(Some("https://x"), Some("token-123"), Some("N"))
+    }
+
+    #[test]
+    fn the_interval_starts_the_daemon_and_is_at_least_a_second() {
+        let mut a = valid();
+        assert_eq!(check(&a).unwrap().interval, None);
+        assert_eq!(check(&a).unwrap().mode(), "cli");
+        a.interval = Some("15s".into());
+        let cfg = check(&a).unwrap();
+        assert_eq!((cfg.interval, cfg.mode()), (Some(Duration::from_secs(15)), "daemon"));
+        a.interval = Some("1".into());
+        assert_eq!(check(&a).unwrap().interval, Some(Duration::from_secs(1)));
+        for bad in ["0", "0s", "999ms", "-5s", "soon", "25h"] {
+            a.interval = Some(bad.into());
+            let err = check(&a).unwrap_err();
+            assert_eq!(variables(&err), ["POLL_INTERVAL"], "{bad}: {err}");
+        }
+        a.interval = Some("500ms".into());
+        assert!(check(&a).unwrap_err().to_string().contains("from 1s to 24h"));
+        // Reported together with the other problems.
+        a.drone_server = None;
+        assert_eq!(variables(&check(&a).unwrap_err()), ["DRONE_SERVER", "POLL_INTERVAL"]);
+    }
+
+    #[test]
+    fn sinks_are_checked_against_the_mode() {
+        let mut a = valid();
+        assert_eq!(check(&a).unwrap().sinks, SinkSet::default());
+        a.sinks = Some("emf,stdout".into());
+        let cfg = check(&a).unwrap();
+        assert!(cfg.sinks.has(SinkKind::Emf) && cfg.sinks.has(SinkKind::Stdout));
+
+        a.sinks = Some("prometheus".into());
+        let err = check(&a).unwrap_err();
+        assert_eq!(variables(&err), ["METRICS_SINKS"]);
+        assert!(err.to_string().contains("set POLL_INTERVAL"), "{err}");
+        a.interval = Some("15s".into());
+        assert!(check(&a).is_ok());
+
+        a.sinks = Some("cloudwatch,cloudwatch,graphite".into());
+        assert_eq!(variables(&check(&a).unwrap_err()), ["METRICS_SINKS", "METRICS_SINKS"]);
+        // The parser drops an empty variable; the check still sees it.
+        a.sinks = None;
+        let err = check_env(&a, &[("METRICS_SINKS", "")]).unwrap_err();
+        assert_eq!(variables(&err), ["METRICS_SINKS"]);
+        assert!(err.to_string().contains("is empty"), "{err}");
+    }
+
+    #[test]
+    fn a_dry_run_only_prints_and_needs_no_aws() {
+        let mut a = valid();
+        a.dry_run = true;
+        a.sinks = Some("cloudwatch,emf".into());
+        let cfg = check_env(&a, &[("AWS_REGION", "")]).unwrap();
+        assert!(cfg.sinks.is_only(SinkKind::Stdout));
+        a.sinks = Some("bogus".into());
+        assert_eq!(variables(&check(&a).unwrap_err()), ["METRICS_SINKS"]);
+    }
+
+    #[test]
+    fn only_cloudwatch_needs_aws_settings_and_only_prometheus_does_without_a_namespace() {
+        let mut a = valid();
+        a.sinks = Some("emf".into());
+        assert!(check_env(&a, &[("AWS_REGION", "")]).is_ok());
+        a.sinks = Some("emf,cloudwatch".into());
+        assert_eq!(variables(&check_env(&a, &[("AWS_REGION", "")]).unwrap_err()), ["AWS_REGION"]);
+
+        a.namespace = None;
+        a.interval = Some("15s".into());
+        a.sinks = Some("prometheus".into());
+        assert_eq!(check(&a).unwrap().namespace, "");
+        a.sinks = Some("prometheus,emf".into());
+        assert_eq!(variables(&check(&a).unwrap_err()), ["CLOUDWATCH_METRICS_NAMESPACE"]);
+    }
+
+    #[test]
+    fn lambda_refuses_an_interval_and_the_prometheus_sink() {
+        let lambda = [("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")];
+        let mut a = valid();
+        a.sinks = Some("emf".into());
+        assert!(check_env(&a, &lambda).is_ok());
+        a.interval = Some("15s".into());
+        let err = check_env(&a, &lambda).unwrap_err();
+        assert_eq!(variables(&err), ["POLL_INTERVAL"]);
+        assert!(err.to_string().contains("not used in Lambda"), "{err}");
+        a.interval = None;
+        a.sinks = Some("prometheus".into());
+        let err = check_env(&a, &lambda).unwrap_err();
+        assert_eq!(variables(&err), ["METRICS_SINKS"]);
+        assert!(err.to_string().contains("Lambda"), "{err}");
+    }
+
+    #[test]
+    fn listen_address_and_resolution() {
+        let mut a = valid();
+        let cfg = check(&a).unwrap();
+        assert_eq!(cfg.prometheus_listen.to_string(), DEFAULT_PROMETHEUS_LISTEN);
+        assert_eq!(cfg.resolution, Resolution::Standard);
+        a.prometheus_listen = Some("0.0.0.0:9100".into());
+        a.high_resolution = Some("TRUE".into());
+        let cfg = check(&a).unwrap();
+        assert_eq!(cfg.prometheus_listen.to_string(), "0.0.0.0:9100");
+        assert_eq!(cfg.resolution, Resolution::High);
+        a.high_resolution = Some("no".into());
+        assert_eq!(check(&a).unwrap().resolution, Resolution::Standard);
+
+        a.prometheus_listen = Some("localhost:9464".into());
+        a.high_resolution = Some("maybe".into());
+        let err = check(&a).unwrap_err();
+        assert_eq!(variables(&err), ["PROMETHEUS_LISTEN", "CLOUDWATCH_HIGH_RESOLUTION"]);
+        assert!(err.to_string().contains("not an IP address and port"), "{err}");
+    }
+
+    #[test]
+    fn every_new_flag_reads_its_variable() {
+        use clap::CommandFactory;
+        let command = Args::command();
+        let envs: Vec<String> = command
+            .get_arguments()
+            .filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .collect();
+        for variable in VARIABLES {
+            assert!(envs.iter().any(|e| e == variable), "{variable} has no flag");
+        }
+        assert_eq!(envs.len(), VARIABLES.len());
     }
 
     #[test]

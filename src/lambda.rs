@@ -80,6 +80,7 @@ fn diagnostic(err: &PollError) -> Diagnostic {
     let error_type = match err {
         PollError::Source(_) => "DroneQueueUnreadable",
         PollError::Publish(_) => "PublishFailed",
+        PollError::Output { .. } => "OutputFailed",
     };
     Diagnostic { error_type: error_type.into(), error_message: err.to_string() }
 }

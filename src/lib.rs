@@ -11,23 +11,31 @@
 //!    by it). Pure.
 //! 3. [`metrics`] turns the counts into data points and sets aside groups
 //!    whose labels CloudWatch would refuse ([`dimensions`]). Pure.
-//! 4. [`cloudwatch`] packs the points into as few `PutMetricData` calls as
-//!    the limits allow and sends them; or [`report`] prints them (dry run).
+//! 4. The sinks chosen in [`sinks`] take the plan: [`cloudwatch`] packs the
+//!    points into as few `PutMetricData` calls as the limits allow and sends
+//!    them; [`emf`] writes them as Embedded Metric Format lines; [`prometheus`]
+//!    keeps them for the endpoint ([`endpoint`]); [`report`] prints them.
 //!
-//! [`poll`] strings these together; [`cli`] and [`lambda`] are thin entry
-//! points around it, and [`config`] reads and checks everything first.
+//! [`poll`] strings these together; [`cli`], [`daemon`] and [`lambda`] are
+//! thin entry points around it, and [`config`] reads and checks everything
+//! first.
 
 pub mod aggregate;
 pub mod cli;
 pub mod cloudwatch;
 pub mod config;
+pub mod daemon;
 pub mod dimensions;
 pub mod drone;
+pub mod emf;
+pub mod endpoint;
 pub mod grouping;
 pub mod lambda;
 pub mod logging;
 pub mod metrics;
 pub mod poll;
+pub mod prometheus;
 pub mod report;
 pub mod routing;
+pub mod sinks;
 pub mod startup;

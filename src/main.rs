@@ -1,5 +1,6 @@
 //! `drone-queue-cloudwatch`: serves the Lambda runtime when
-//! `AWS_LAMBDA_RUNTIME_API` is set, and otherwise polls once and exits.
+//! `AWS_LAMBDA_RUNTIME_API` is set, and otherwise polls once and exits, or
+//! keeps polling with `POLL_INTERVAL`.
 
 use std::process::ExitCode;
 
@@ -63,8 +64,12 @@ fn main() -> ExitCode {
 
     match config {
         Ok(config) => {
-            startup::log_start("cli", &config);
-            runtime.block_on(cli::run(config))
+            startup::log_start(config.mode(), &config);
+            let code = runtime.block_on(cli::run(config));
+            // A name look-up of a dropped poll may still hold a blocking
+            // thread; the daemon's prompt exit on a signal must not wait for it.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            code
         }
         Err(err) => {
             eprintln!("drone-queue-cloudwatch: {err}");

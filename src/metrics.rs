@@ -25,6 +25,28 @@ impl Unit {
     }
 }
 
+/// How finely CloudWatch stores the points (`StorageResolution`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Resolution {
+    /// One-minute points; the default, and what alarms of a minute or more
+    /// need.
+    #[default]
+    Standard,
+    /// One-second points (`CLOUDWATCH_HIGH_RESOLUTION`), for polls more
+    /// often than once a minute; alarms on them may use 10 s or 30 s periods.
+    High,
+}
+
+impl Resolution {
+    /// The `StorageResolution` value CloudWatch and EMF expect.
+    pub fn seconds(self) -> i32 {
+        match self {
+            Resolution::Standard => 60,
+            Resolution::High => 1,
+        }
+    }
+}
+
 /// One per-group metric.
 #[derive(Debug, Clone, Copy)]
 pub struct Metric {
@@ -32,6 +54,8 @@ pub struct Metric {
     pub name: &'static str,
     /// Unit sent with every data point.
     pub unit: Unit,
+    /// One sentence on what it counts, for Prometheus' `HELP` line.
+    pub help: &'static str,
     /// Reads the value from a group's counts at a time (Unix seconds).
     value: fn(&GroupCounts, i64) -> u64,
 }
@@ -45,20 +69,40 @@ impl PartialEq for Metric {
 }
 
 /// Pending stages of the group: the reference tool's metric.
-pub const QUEUED_BUILDS: Metric =
-    Metric { name: "QueuedBuilds", unit: Unit::Count, value: |c, _| c.queued };
+pub const QUEUED_BUILDS: Metric = Metric {
+    name: "QueuedBuilds",
+    unit: Unit::Count,
+    help: "Pending stages of the runner group.",
+    value: |c, _| c.queued,
+};
 /// Running stages of the group: the reference tool's metric.
-pub const RUNNING_BUILDS: Metric =
-    Metric { name: "RunningBuilds", unit: Unit::Count, value: |c, _| c.running };
+pub const RUNNING_BUILDS: Metric = Metric {
+    name: "RunningBuilds",
+    unit: Unit::Count,
+    help: "Running stages of the runner group.",
+    value: |c, _| c.running,
+};
 /// Pending stages Drone would hand to a free matching runner now.
-pub const STARTABLE_BUILDS: Metric =
-    Metric { name: "StartableBuilds", unit: Unit::Count, value: |c, _| c.startable };
+pub const STARTABLE_BUILDS: Metric = Metric {
+    name: "StartableBuilds",
+    unit: Unit::Count,
+    help: "Pending stages Drone would hand to a free runner of the group now.",
+    value: |c, _| c.startable,
+};
 /// Pending stages held back by a concurrency `limit` or a `throttle`.
-pub const BLOCKED_BUILDS: Metric =
-    Metric { name: "BlockedBuilds", unit: Unit::Count, value: |c, _| c.blocked() };
+pub const BLOCKED_BUILDS: Metric = Metric {
+    name: "BlockedBuilds",
+    unit: Unit::Count,
+    help: "Pending stages of the group held back by a concurrency limit or a throttle.",
+    value: |c, _| c.blocked(),
+};
 /// How long the oldest startable stage of the group has waited.
-pub const OLDEST_QUEUED_SECONDS: Metric =
-    Metric { name: "OldestQueuedSeconds", unit: Unit::Seconds, value: GroupCounts::oldest_wait };
+pub const OLDEST_QUEUED_SECONDS: Metric = Metric {
+    name: "OldestQueuedSeconds",
+    unit: Unit::Seconds,
+    help: "How long the oldest startable stage of the group has waited.",
+    value: GroupCounts::oldest_wait,
+};
 
 /// Every per-group metric, in publishing order.
 pub const METRICS: [Metric; 5] =

@@ -1,21 +1,34 @@
 //! One poll: read the queue once, count, plan, publish. Every mode (CLI,
-//! Lambda) calls [`Poller::poll`] and nothing else.
+//! daemon, Lambda) calls [`Poller::poll`] and nothing else.
 
+use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::aggregate::{QueueCounts, aggregate};
 use crate::cloudwatch::{CloudWatchSink, PublishError, PublishReport};
+use crate::config::OutputFormat;
 use crate::drone::{DroneClient, SourceError};
 use crate::grouping::Grouping;
-use crate::metrics::{Plan, plan};
+use crate::metrics::{Plan, Resolution, plan};
+use crate::prometheus::Exposition;
+use crate::{emf, report};
 
-/// Where the plan goes.
-#[derive(Debug, Clone)]
-pub enum Sink {
+/// Where the plan goes; any number of these at once.
+#[derive(Debug, Clone, Default)]
+pub struct Sinks {
     /// `PutMetricData`.
-    CloudWatch(CloudWatchSink),
-    /// Nowhere: the caller prints the plan.
-    DryRun,
+    pub cloudwatch: Option<CloudWatchSink>,
+    /// Embedded Metric Format lines on standard output.
+    pub emf: bool,
+    /// The dry-run table or JSON on standard output.
+    pub stdout: Option<OutputFormat>,
+    /// The values the Prometheus endpoint serves.
+    pub prometheus: Option<Arc<Exposition>>,
+    /// CloudWatch namespace (for CloudWatch, EMF and the report).
+    pub namespace: String,
+    /// Storage resolution of CloudWatch and EMF points.
+    pub resolution: Resolution,
 }
 
 /// Everything one successful poll found and did.
@@ -27,15 +40,17 @@ pub struct PollOutcome {
     pub counts: QueueCounts,
     /// What was (or, in a dry run, would be) published.
     pub plan: Plan,
-    /// What was sent; `None` in a dry run.
+    /// What was sent with `PutMetricData`; `None` without that sink.
     pub published: Option<PublishReport>,
+    /// EMF lines written; `None` without that sink.
+    pub emf_lines: Option<usize>,
     /// Time spent reading the queue.
     pub fetch_time: Duration,
     /// Time spent publishing.
     pub publish_time: Duration,
 }
 
-/// Why a poll failed. In both cases the message says what was (not)
+/// Why a poll failed. In each case the message says what was (not)
 /// published.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
@@ -45,26 +60,39 @@ pub enum PollError {
     /// Some or all data points were not published.
     #[error("{0}")]
     Publish(#[from] PublishError),
+    /// Standard output refused the EMF lines or the report.
+    #[error("could not write the {what} to standard output, so it was not published: {source}")]
+    Output {
+        /// What was being written.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Reads the queue and publishes it; built once, used for every poll.
 #[derive(Debug, Clone)]
 pub struct Poller {
     drone: DroneClient,
-    sink: Sink,
+    sinks: Sinks,
     drone_timeout: Duration,
     grouping: Grouping,
 }
 
 impl Poller {
-    /// A poller reading from `drone` and writing to `sink`.
+    /// A poller reading from `drone` and writing to `sinks`.
     pub fn new(
         drone: DroneClient,
-        sink: Sink,
+        sinks: Sinks,
         drone_timeout: Duration,
         grouping: Grouping,
     ) -> Poller {
-        Poller { drone, sink, drone_timeout, grouping }
+        Poller { drone, sinks, drone_timeout, grouping }
+    }
+
+    /// The values of the Prometheus sink, if it is on.
+    pub fn exposition(&self) -> Option<Arc<Exposition>> {
+        self.sinks.prometheus.clone()
     }
 
     /// One poll, finished before `deadline`. A third of the time left is
@@ -75,7 +103,9 @@ impl Poller {
     ///
     /// [`PollError::Source`] when the queue could not be read (nothing is
     /// published then), [`PollError::Publish`] when CloudWatch did not take
-    /// every data point.
+    /// every data point, [`PollError::Output`] when standard output failed.
+    /// The sinks are independent: one failing does not keep the plan from
+    /// the others.
     pub async fn poll(&self, deadline: Instant) -> Result<PollOutcome, PollError> {
         let started = Instant::now();
         let left = deadline.saturating_duration_since(started);
@@ -99,29 +129,89 @@ impl Poller {
         log_findings(&counts, &plan, &self.grouping);
 
         let publish_started = Instant::now();
-        let published = match &self.sink {
-            Sink::DryRun => None,
-            Sink::CloudWatch(_) if plan.datums.is_empty() => Some(PublishReport::default()),
-            Sink::CloudWatch(sink) => Some(sink.publish(&plan, timestamp, deadline).await?),
+        // The queue was read, so the values are right, whatever CloudWatch
+        // does with them below.
+        if let Some(exposition) = &self.sinks.prometheus {
+            exposition.update_groups(&plan, Instant::now());
+        }
+        // Each sink gets the plan whatever another one did; the first
+        // failure is reported once all have had their turn.
+        let emf = self.sinks.emf.then(|| self.write_emf(&plan, timestamp));
+        let cloudwatch = match &self.sinks.cloudwatch {
+            None => None,
+            Some(_) if plan.datums.is_empty() => Some(Ok(PublishReport::default())),
+            Some(sink) => {
+                Some(sink.publish(&plan, timestamp, self.sinks.resolution, deadline).await)
+            }
         };
         let publish_time = publish_started.elapsed();
+        let published =
+            cloudwatch.as_ref().map(|r| r.as_ref().map_or_else(|e| e.report, |report| *report));
+        let emf_lines = emf.as_ref().and_then(|r| r.as_ref().ok().copied());
+        let outcome =
+            PollOutcome { timestamp, counts, plan, published, emf_lines, fetch_time, publish_time };
+        let printed = self.sinks.stdout.map(|format| {
+            let text = match format {
+                OutputFormat::Table => report::table(&outcome, &self.sinks.namespace),
+                OutputFormat::Json => report::json(&outcome, &self.sinks.namespace) + "\n",
+            };
+            write_stdout(text.as_bytes())
+                .map_err(|source| PollError::Output { what: "report", source })
+        });
+        if let Some(Err(err)) = cloudwatch {
+            return Err(err.into());
+        }
+        if let Some(Err(err)) = emf {
+            return Err(err);
+        }
+        if let Some(Err(err)) = printed {
+            return Err(err);
+        }
 
-        let totals = counts.totals();
+        let totals = outcome.counts.totals();
         tracing::info!(
-            groups = plan.groups.len(),
+            groups = outcome.plan.groups.len(),
             queued = totals.queued,
             running = totals.running,
             startable = totals.startable,
             blocked = totals.blocked(),
-            rejected_groups = plan.rejected.len(),
-            datums = plan.datums.len(),
+            rejected_groups = outcome.plan.rejected.len(),
+            datums = outcome.plan.datums.len(),
             calls = published.map_or(0, |p| p.calls),
             fetch_ms = fetch_time.as_millis() as u64,
             publish_ms = publish_time.as_millis() as u64,
             "poll complete"
         );
-        Ok(PollOutcome { timestamp, counts, plan, published, fetch_time, publish_time })
+        Ok(outcome)
     }
+
+    /// Writes the plan as EMF lines; returns how many.
+    fn write_emf(&self, plan: &Plan, timestamp: SystemTime) -> Result<usize, PollError> {
+        let ms = timestamp.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let doc = emf::documents(plan, &self.sinks.namespace, ms, self.sinks.resolution);
+        for (group, why) in &doc.skipped {
+            tracing::warn!(group = %group, "group left out of the EMF lines: {why}");
+        }
+        let mut text = String::new();
+        for line in &doc.lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        write_stdout(text.as_bytes())
+            .map_err(|source| PollError::Output { what: "EMF lines", source })?;
+        Ok(doc.lines.len())
+    }
+}
+
+/// Writes in one piece, so that log lines or another poll's output never
+/// land inside a JSON line.
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
 }
 
 /// Warnings a person has to act on: groups CloudWatch would refuse and

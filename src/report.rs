@@ -21,6 +21,9 @@ pub struct Summary {
     pub datums: usize,
     /// `PutMetricData` calls made (or, in a dry run, that would be made).
     pub calls: usize,
+    /// EMF lines written, when that sink is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emf_lines: Option<usize>,
     /// Pending stages over all groups.
     pub queued: u64,
     /// Running stages over all groups.
@@ -42,7 +45,13 @@ impl Summary {
         Summary {
             groups: outcome.plan.groups.len(),
             datums: outcome.published.map_or(outcome.plan.datums.len(), |p| p.datums),
-            calls: outcome.published.map_or_else(|| batches(&outcome.plan).len(), |p| p.calls),
+            // EMF instead of PutMetricData makes no call at all.
+            calls: match (outcome.published, outcome.emf_lines) {
+                (Some(published), _) => published.calls,
+                (None, Some(_)) => 0,
+                (None, None) => batches(&outcome.plan).len(),
+            },
+            emf_lines: outcome.emf_lines,
             queued: totals.queued,
             running: totals.running,
             startable: totals.startable,
@@ -91,9 +100,10 @@ pub fn table(outcome: &PollOutcome, namespace: &str) -> String {
         };
         let _ = writeln!(out, "Nothing would be published to namespace {namespace:?}: {why}.");
     } else {
+        let verb = if outcome.published.is_some() { "Published" } else { "Would publish" };
         let _ = writeln!(
             out,
-            "Would publish to namespace {namespace:?} at {}: {} data points in {} PutMetricData call{}.\n",
+            "{verb} to namespace {namespace:?} at {}: {} data points in {} PutMetricData call{}.\n",
             timestamp(outcome),
             summary.datums,
             summary.calls,

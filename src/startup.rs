@@ -1,10 +1,14 @@
 //! Start-up shared by every mode: the first log line and the clients,
 //! built once (once per Lambda container).
 
+use std::sync::Arc;
+
 use crate::cloudwatch::CloudWatchSink;
 use crate::config::Config;
 use crate::drone::{DroneClient, SourceError};
-use crate::poll::{Poller, Sink};
+use crate::poll::{Poller, Sinks};
+use crate::prometheus::Exposition;
+use crate::sinks::SinkKind;
 
 /// Why the clients could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,9 @@ pub fn log_start(mode: &str, config: &Config) {
         drone_server = %config.drone_token.redact(config.drone_server.as_str()),
         namespace = %config.namespace,
         dry_run = config.dry_run,
+        sinks = %config.sinks,
+        interval_ms = config.interval.map(|i| i.as_millis() as u64),
+        high_resolution = config.resolution == crate::metrics::Resolution::High,
         label_keys = ?config.grouping.label_keys,
         platform = config.grouping.platform,
         pipeline_type = config.grouping.pipeline_type,
@@ -59,17 +66,16 @@ pub fn log_start(mode: &str, config: &Config) {
     );
 }
 
-/// Builds the poller: the Drone client, and the CloudWatch client unless
-/// this is a dry run (which needs no AWS configuration at all).
+/// Builds the poller: the Drone client, and the CloudWatch client only for
+/// the cloudwatch sink (a dry run, EMF and Prometheus need no AWS
+/// configuration at all).
 ///
 /// # Errors
 ///
 /// [`StartupError`] when a client cannot be built.
 pub async fn poller(config: &Config) -> Result<Poller, StartupError> {
     let drone = DroneClient::new(&config.drone_server, config.drone_token.clone())?;
-    let sink = if config.dry_run {
-        Sink::DryRun
-    } else {
+    let cloudwatch = if config.sinks.has(SinkKind::CloudWatch) {
         let sink =
             CloudWatchSink::from_env(config.namespace.clone()).await.map_err(StartupError::Aws)?;
         match sink.region() {
@@ -85,7 +91,17 @@ pub async fn poller(config: &Config) -> Result<Poller, StartupError> {
             }
             Some(_) => {}
         }
-        Sink::CloudWatch(sink)
+        Some(sink)
+    } else {
+        None
     };
-    Ok(Poller::new(drone, sink, config.drone_timeout, config.grouping.clone()))
+    let sinks = Sinks {
+        cloudwatch,
+        emf: config.sinks.has(SinkKind::Emf),
+        stdout: config.sinks.has(SinkKind::Stdout).then_some(config.output),
+        prometheus: config.sinks.has(SinkKind::Prometheus).then(|| Arc::new(Exposition::new())),
+        namespace: config.namespace.clone(),
+        resolution: config.resolution,
+    };
+    Ok(Poller::new(drone, sinks, config.drone_timeout, config.grouping.clone()))
 }

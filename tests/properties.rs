@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use drone_queue_cloudwatch::aggregate::{GroupKey, aggregate};
 use drone_queue_cloudwatch::drone::Stage;
 use drone_queue_cloudwatch::grouping::Grouping;
+use drone_queue_cloudwatch::prometheus::label_name;
 use proptest::prelude::*;
 
 /// A stage with fields drawn from small sets, so that siblings, repository
@@ -85,5 +86,58 @@ proptest! {
         let actual: BTreeMap<GroupKey, (u64, u64, u64, u64)> =
             narrowed.groups.iter().map(|(k, c)| (k.clone(), (c.queued, c.running, c.startable, c.blocked()))).collect();
         prop_assert_eq!(actual, merged);
+    }
+}
+
+/// Reads a Prometheus label name back into the dimension name, following
+/// the documented scheme; `None` for a name the scheme never writes.
+fn decode_label(label: &str) -> Option<String> {
+    let Some(escaped) = label.strip_prefix("_x") else {
+        return label.starts_with(|c: char| c.is_ascii_alphabetic()).then(|| label.to_string());
+    };
+    let bytes = escaped.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'_' {
+            out.push(bytes[i]);
+            i += 1;
+        } else if bytes.get(i + 1) == Some(&b'_') {
+            out.push(b'_');
+            i += 2;
+        } else {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Dimension names from an alphabet full of the characters the scheme
+/// treats specially, so that near-collisions are common.
+fn dimension_name() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop::sample::select(vec!["a", "Z", "x", "0", "2", "D", "_", "-", ".", ":", "é", " "]),
+        0..8,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #[test]
+    fn label_names_are_valid_and_read_back_to_the_dimension(name in dimension_name()) {
+        let label = label_name(&name);
+        let mut chars = label.chars();
+        let first = chars.next().unwrap();
+        prop_assert!(first.is_ascii_alphabetic() || first == '_', "{label}");
+        prop_assert!(chars.all(|c| c.is_ascii_alphanumeric() || c == '_'), "{label}");
+        prop_assert!(!label.starts_with("__"), "{label}");
+        prop_assert_eq!(decode_label(&label), Some(name));
+    }
+
+    #[test]
+    fn two_dimensions_never_share_a_label_name(a in dimension_name(), b in dimension_name()) {
+        prop_assert_eq!(a == b, label_name(&a) == label_name(&b));
     }
 }

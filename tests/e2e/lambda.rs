@@ -10,7 +10,7 @@ use crate::support::*;
 
 /// The variables Lambda sets for a function (the runtime crate requires
 /// them), plus the Runtime API address.
-fn lambda_env(api: &StandIn, mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+pub fn lambda_env(api: &StandIn, mut env: Vec<(String, String)>) -> Vec<(String, String)> {
     for (k, v) in [
         ("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{}", api.port)),
         ("AWS_LAMBDA_FUNCTION_NAME", "drone-queue-cloudwatch".into()),

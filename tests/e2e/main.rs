@@ -2,7 +2,10 @@
 //! CloudWatch emulator and a Lambda Runtime API emulator.
 
 mod cli;
+mod daemon;
+mod emf;
 mod lambda;
+mod prometheus;
 mod readback;
 mod routing;
 mod support;

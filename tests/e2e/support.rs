@@ -333,3 +333,259 @@ pub fn sums(stored: &BTreeMap<Series, Stored>, samples: f64) -> BTreeMap<Series,
         })
         .collect()
 }
+
+/// A free port on 127.0.0.1 (for servers that cannot be told to pick one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Replaces the stand-in Drone's answers; the next queue request gets the
+/// first of `steps`.
+pub fn set_script(drone: &StandIn, steps: Value) {
+    let body = serde_json::to_vec(&steps).unwrap();
+    let answer = http(&drone.url(), "PUT", "/_standin/script", &body);
+    assert_eq!(answer.status, 204, "{}", answer.body);
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// Header lines, names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`, answered within 10 s;
+/// small enough to see exactly what a server sends.
+pub fn http(base: &str, method: &str, path_and_query: &str, body: &[u8]) -> Answer {
+    use std::io::Write;
+    let authority = base.strip_prefix("http://").unwrap_or(base).trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(authority).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "{method} {path_and_query} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok());
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Answer { status: status.unwrap_or(0), headers, body: body.to_string() }
+}
+
+/// The binary running as a daemon, its standard error read line by line.
+pub struct Daemon {
+    child: Child,
+    lines: Receiver<String>,
+    stdout: Option<std::thread::JoinHandle<String>>,
+    /// Every line of standard error read so far.
+    pub log: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start(env: &[(String, String)]) -> Daemon {
+        let mut child = spawn(env);
+        let stderr = child.stderr.take().unwrap();
+        let stdout = drain(child.stdout.take().unwrap());
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Daemon { child, lines, stdout: Some(stdout), log: Vec::new() }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let end = Instant::now() + timeout;
+        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        loop {
+            match self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    panic!("no log line with {needle:?}; log so far:\n{}", self.log.join("\n"))
+                }
+            }
+        }
+    }
+
+    /// The address of the Prometheus endpoint, once it listens.
+    pub fn metrics_base(&mut self) -> String {
+        let line = self.wait_log("Prometheus endpoint listening on", Duration::from_secs(20));
+        let start = line.find("http://").unwrap();
+        let url = line[start..].split_whitespace().next().unwrap();
+        url.trim_end_matches("/metrics").to_string()
+    }
+
+    /// Sends `signal` (a libc signal number).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) with the id of a child this test started.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    /// Waits up to `timeout` for the exit; the exit code, or `None` if it
+    /// still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<Option<i32>> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code());
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Standard output and error after the exit.
+    pub fn finish(mut self) -> Run {
+        let code = self.wait_exit(Duration::from_secs(20)).expect("the daemon did not exit");
+        self.log.extend(self.lines.try_iter());
+        let stdout = self.stdout.take().unwrap().join().unwrap();
+        Run { code, stdout, stderr: self.log.join("\n") }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Prometheus server scraping `targets` every second, with its data in a
+/// scratch folder; stopped on drop.
+pub struct Prometheus {
+    child: Child,
+    pub url: String,
+}
+
+impl Prometheus {
+    pub fn start(target: &str) -> Prometheus {
+        let binary = std::env::var("DQC_TEST_PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
+        let dir = scratch("prometheus");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n\
+                 scrape_configs:\n  - job_name: drone-queue\n    static_configs:\n      \
+                 - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new(&binary)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "could not run {binary:?} ({e}): run the tests with ./scripts/test.sh, which \
+                     installs Debian's prometheus package"
+                )
+            });
+        let server = Prometheus { child, url: format!("http://127.0.0.1:{port}") };
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http(&server.url, "GET", "/-/ready", b"").status == 200;
+            if ready {
+                return server;
+            }
+            assert!(Instant::now() < end, "Prometheus did not start; see {}", dir.display());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// An instant query: each series' labels (without `__name__`, `job`
+    /// and `instance`) with its value.
+    pub fn query(&self, query: &str) -> BTreeMap<BTreeMap<String, String>, f64> {
+        let url =
+            reqwest::Url::parse_with_params("http://x/api/v1/query", [("query", query)]).unwrap();
+        let answer =
+            http(&self.url, "GET", &format!("/api/v1/query?{}", url.query().unwrap()), b"");
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let json: Value = serde_json::from_str(&answer.body).unwrap();
+        json["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let labels = r["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .filter(|(k, _)| !["__name__", "job", "instance"].contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect();
+                (labels, r["value"][1].as_str().unwrap().parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// Queries until the answer equals `expected`, for at most `timeout`.
+    pub fn wait_for(
+        &self,
+        query: &str,
+        expected: &BTreeMap<BTreeMap<String, String>, f64>,
+        timeout: Duration,
+    ) {
+        let end = Instant::now() + timeout;
+        loop {
+            let got = self.query(query);
+            if &got == expected {
+                return;
+            }
+            assert!(Instant::now() < end, "{query}: expected {expected:?}, got {got:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Labels as a query result holds them.
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}

@@ -12,9 +12,15 @@ Request N to the queue (0-based) uses step min(N, len-1). A step is an object:
   close         true: drop the connection without answering
 
 stdout: "LISTENING <port>" first, then one JSON line per request:
-  {"n": <queue request index or null>, "method": ..., "path": ..., "auth_ok": bool}
+  {"n": <queue request index or null>, "method": ..., "path": ..., "auth_ok": bool,
+   "t": <Unix time of arrival, seconds, float>}
 The token never appears in the output; should a client put it in the URL, it
 is replaced by "[redacted]" in "path".
+
+A test changes the answers while the server runs with PUT /_standin/script and
+a new JSON array of steps as the body (fixture paths relative to --script's
+folder): the next queue request uses its first step, and so on. It answers 204,
+or 400 with the reason, and prints nothing.
 """
 
 import argparse
@@ -33,15 +39,30 @@ from common import BadRequest, Server, emit, fail, read_body
 STEP_KEYS = {"fixture", "body", "status", "content_type", "delay", "auth", "close"}
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
+CONTROL_PATH = "/_standin/script"
+
+
 def load_script(path):
     try:
         with open(path, "rb") as f:
             steps = json.load(f)
     except (OSError, ValueError) as e:
         fail(f"cannot read --script {path}: {e}")
+    return parse_steps(steps, os.path.dirname(os.path.abspath(path)), fail)
+
+
+class ScriptError(Exception):
+    pass
+
+
+def raise_script_error(message):
+    raise ScriptError(message)
+
+
+def parse_steps(steps, base, fail):
+    """Checks and loads steps; `fail` is called with the reason for bad input."""
     if not isinstance(steps, list) or not steps:
-        fail("--script must hold a non-empty JSON array of steps")
-    base = os.path.dirname(os.path.abspath(path))
+        fail("the script must be a non-empty JSON array of steps")
     loaded = []
     for i, step in enumerate(steps):
         if not isinstance(step, dict):
@@ -93,8 +114,11 @@ class Handler(BaseHTTPRequestHandler):
     token = ""
     queue_path = "/api/queue"
     steps = []
+    base = "."
     counter_lock = threading.Lock()
     counter = 0
+    # Queue request index at which the current steps began.
+    script_start = 0
 
     def log_message(self, format, *args):
         pass
@@ -113,14 +137,18 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def handle_any(self):
+        arrived = time.time()
         try:
-            read_body(self)
+            body = read_body(self)
         except BadRequest:
             self.close_connection = True
             self.respond(400, b"bad request\n", "text/plain; charset=utf-8")
             return
 
         path = urlsplit(self.path).path
+        if path == CONTROL_PATH and self.command == "PUT":
+            self.replace_script(body)
+            return
         auth_ok = hmac.compare_digest(
             self.headers.get("Authorization", "").encode("latin-1", "replace"),
             ("Bearer " + self.token).encode("utf-8"),
@@ -132,7 +160,8 @@ class Handler(BaseHTTPRequestHandler):
             with Handler.counter_lock:
                 n = Handler.counter
                 Handler.counter += 1
-        emit({"n": n, "method": self.command, "path": logged_path, "auth_ok": auth_ok})
+                steps, start = Handler.steps, Handler.script_start
+        emit({"n": n, "method": self.command, "path": logged_path, "auth_ok": auth_ok, "t": arrived})
 
         if path != self.queue_path:
             self.respond(404, b"404 page not found\n", "text/plain; charset=utf-8")
@@ -141,7 +170,7 @@ class Handler(BaseHTTPRequestHandler):
             self.respond(405, b"", None, [("Allow", "GET")])
             return
 
-        step = self.steps[min(n, len(self.steps) - 1)]
+        step = steps[min(n - start, len(steps) - 1)]
         if step["auth"] != "any":
             if not auth_ok:
                 self.respond(401, b'{"message":"Unauthorized"}\n', "application/json")
@@ -156,6 +185,18 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.respond(step["status"], step["payload"], step["content_type"])
+
+
+    def replace_script(self, body):
+        try:
+            steps = parse_steps(json.loads(body), Handler.base, raise_script_error)
+        except (ValueError, ScriptError) as e:
+            self.respond(400, f"{e}\n".encode(), "text/plain; charset=utf-8")
+            return
+        with Handler.counter_lock:
+            Handler.steps = steps
+            Handler.script_start = Handler.counter
+        self.respond(204)
 
 
 for _m in METHODS:
@@ -190,6 +231,7 @@ def main():
     Handler.queue_path = ("/" + prefix if prefix else "") + "/api/queue"
     Handler.token = args.token
     Handler.steps = load_script(args.script)
+    Handler.base = os.path.dirname(os.path.abspath(args.script))
 
     server = Server(("127.0.0.1", args.port), Handler)
     serve(server)
