@@ -826,7 +826,8 @@ fn aws_problems(env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, Stri
     if let Some(value) = env("AWS_MAX_ATTEMPTS")
         && value.parse::<u32>().ok().is_none_or(|n| n == 0)
     {
-        problems.push(("AWS_MAX_ATTEMPTS", "must be a whole number of at least 1".to_string()));
+        problems
+            .push(("AWS_MAX_ATTEMPTS", "must be a whole number from 1 to 4294967295".to_string()));
     }
     if let Some(value) = env("AWS_RETRY_MODE") {
         // Not trimmed: the SDK refuses surrounding spaces (by panicking).
