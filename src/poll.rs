@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::aggregate::{QueueCounts, aggregate};
@@ -23,6 +24,9 @@ pub struct Sinks {
     pub emf: bool,
     /// The dry-run table or JSON on standard output.
     pub stdout: Option<OutputFormat>,
+    /// JSON indented for people (a dry run) rather than one line per poll
+    /// (the `stdout` sink, whose lines a log collector takes one by one).
+    pub indent_json: bool,
     /// The values the Prometheus endpoint serves.
     pub prometheus: Option<Arc<Exposition>>,
     /// CloudWatch namespace (for CloudWatch, EMF and the report).
@@ -136,7 +140,7 @@ impl Poller {
         }
         // Each sink gets the plan whatever another one did; the first
         // failure is reported once all have had their turn.
-        let emf = self.sinks.emf.then(|| self.write_emf(&plan, timestamp));
+        let emf = if self.sinks.emf { Some(self.write_emf(&plan, timestamp).await) } else { None };
         let cloudwatch = match &self.sinks.cloudwatch {
             None => None,
             Some(_) if plan.datums.is_empty() => Some(Ok(PublishReport::default())),
@@ -150,14 +154,21 @@ impl Poller {
         let emf_lines = emf.as_ref().and_then(|r| r.as_ref().ok().copied());
         let outcome =
             PollOutcome { timestamp, counts, plan, published, emf_lines, fetch_time, publish_time };
-        let printed = self.sinks.stdout.map(|format| {
-            let text = match format {
-                OutputFormat::Table => report::table(&outcome, &self.sinks.namespace),
-                OutputFormat::Json => report::json(&outcome, &self.sinks.namespace) + "\n",
-            };
-            write_stdout(text.as_bytes())
-                .map_err(|source| PollError::Output { what: "report", source })
+        let printed = self.sinks.stdout.map(|format| match format {
+            OutputFormat::Table => report::table(&outcome, &self.sinks.namespace),
+            OutputFormat::Json if self.sinks.indent_json => {
+                report::json(&outcome, &self.sinks.namespace) + "\n"
+            }
+            OutputFormat::Json => report::json_line(&outcome, &self.sinks.namespace) + "\n",
         });
+        let printed = match printed {
+            Some(text) => Some(
+                write_stdout(text.into_bytes())
+                    .await
+                    .map_err(|source| PollError::Output { what: "report", source }),
+            ),
+            None => None,
+        };
         if let Some(Err(err)) = cloudwatch {
             return Err(err.into());
         }
@@ -186,7 +197,7 @@ impl Poller {
     }
 
     /// Writes the plan as EMF lines; returns how many.
-    fn write_emf(&self, plan: &Plan, timestamp: SystemTime) -> Result<usize, PollError> {
+    async fn write_emf(&self, plan: &Plan, timestamp: SystemTime) -> Result<usize, PollError> {
         let ms = timestamp.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let doc = emf::documents(plan, &self.sinks.namespace, ms, self.sinks.resolution);
         for (group, why) in &doc.skipped {
@@ -197,21 +208,39 @@ impl Poller {
             text.push_str(line);
             text.push('\n');
         }
-        write_stdout(text.as_bytes())
+        write_stdout(text.into_bytes())
+            .await
             .map_err(|source| PollError::Output { what: "EMF lines", source })?;
         Ok(doc.lines.len())
     }
 }
 
+/// Set while a write to standard output is under way.
+static WRITING: AtomicBool = AtomicBool::new(false);
+
 /// Writes in one piece, so that log lines or another poll's output never
-/// land inside a JSON line.
-fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+/// land inside a JSON line. The write runs off the async thread: a reader
+/// that stops reading (a full pipe) must not freeze the daemon's
+/// endpoint, its signals and its next polls. While such a write is stuck,
+/// later ones fail at once rather than pile up behind it.
+async fn write_stdout(bytes: Vec<u8>) -> std::io::Result<()> {
     if bytes.is_empty() {
         return Ok(());
     }
-    let mut out = std::io::stdout().lock();
-    out.write_all(bytes)?;
-    out.flush()
+    if WRITING.swap(true, Ordering::AcqRel) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "an earlier write has not finished: nothing is reading standard output",
+        ));
+    }
+    let written = tokio::task::spawn_blocking(move || {
+        let mut out = std::io::stdout().lock();
+        let result = out.write_all(&bytes).and_then(|()| out.flush());
+        WRITING.store(false, Ordering::Release);
+        result
+    })
+    .await;
+    written.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
 }
 
 /// Warnings a person has to act on: groups CloudWatch would refuse and

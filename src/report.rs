@@ -100,15 +100,29 @@ pub fn table(outcome: &PollOutcome, namespace: &str) -> String {
         };
         let _ = writeln!(out, "Nothing would be published to namespace {namespace:?}: {why}.");
     } else {
-        let verb = if outcome.published.is_some() { "Published" } else { "Would publish" };
-        let _ = writeln!(
-            out,
-            "{verb} to namespace {namespace:?} at {}: {} data points in {} PutMetricData call{}.\n",
-            timestamp(outcome),
-            summary.datums,
-            summary.calls,
-            if summary.calls == 1 { "" } else { "s" }
-        );
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        match (outcome.published, outcome.emf_lines) {
+            (None, Some(lines)) => {
+                let _ = writeln!(
+                    out,
+                    "Wrote {} data points for namespace {namespace:?} at {} as {lines} EMF line{}.\n",
+                    summary.datums,
+                    timestamp(outcome),
+                    plural(lines)
+                );
+            }
+            (published, _) => {
+                let verb = if published.is_some() { "Published" } else { "Would publish" };
+                let _ = writeln!(
+                    out,
+                    "{verb} to namespace {namespace:?} at {}: {} data points in {} PutMetricData call{}.\n",
+                    timestamp(outcome),
+                    summary.datums,
+                    summary.calls,
+                    plural(summary.calls)
+                );
+            }
+        }
         // Counts first and the group last: label sets can be long (values
         // of up to 1,024 characters), and should not push the numbers away.
         let held: Vec<String> = plan.groups.iter().map(|(_, c)| held_back(c)).collect();
@@ -181,8 +195,20 @@ struct JsonReport<'a> {
     rejected: Vec<JsonRejected<'a>>,
 }
 
-/// The dry run as one JSON document.
+/// The dry run as one JSON document, indented for people.
 pub fn json(outcome: &PollOutcome, namespace: &str) -> String {
+    serde_json::to_string_pretty(&json_report(outcome, namespace))
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// The same document on one line, for the `stdout` sink: a log collector
+/// (Lambda's, or a container runtime's) makes each line one event.
+pub fn json_line(outcome: &PollOutcome, namespace: &str) -> String {
+    serde_json::to_string(&json_report(outcome, namespace))
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+fn json_report<'a>(outcome: &'a PollOutcome, namespace: &'a str) -> JsonReport<'a> {
     let plan = &outcome.plan;
     let mut groups: Vec<JsonGroup<'_>> = plan
         .groups
@@ -210,12 +236,11 @@ pub fn json(outcome: &PollOutcome, namespace: &str) -> String {
             problems: r.problems.iter().map(ToString::to_string).collect(),
         })
         .collect();
-    let report = JsonReport {
+    JsonReport {
         namespace,
         timestamp: timestamp(outcome),
         summary: Summary::of(outcome),
         groups,
         rejected,
-    };
-    serde_json::to_string_pretty(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
 }

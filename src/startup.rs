@@ -99,6 +99,7 @@ pub async fn poller(config: &Config) -> Result<Poller, StartupError> {
         cloudwatch,
         emf: config.sinks.has(SinkKind::Emf),
         stdout: config.sinks.has(SinkKind::Stdout).then_some(config.output),
+        indent_json: config.dry_run,
         prometheus: config.sinks.has(SinkKind::Prometheus).then(|| Arc::new(Exposition::new())),
         namespace: config.namespace.clone(),
         resolution: config.resolution,

@@ -152,3 +152,32 @@ fn a_port_in_use_stops_the_daemon_before_any_poll() {
     );
     assert!(drone.events().iter().all(|e| !e["n"].is_number()), "the queue was read");
 }
+
+#[test]
+fn standard_output_that_nobody_reads_does_not_freeze_the_daemon() {
+    // 300 groups: some 120 KB of EMF lines per poll, more than a pipe holds.
+    let stages: Vec<Value> = (0..300)
+        .map(|i| json!({"id": i + 1, "status": "pending", "labels": {"class": format!("g{i}")}}))
+        .collect();
+    let drone = drone(json!([{"body": Value::Array(stages).to_string()}]));
+    let mut env = daemon_env(&drone);
+    env.retain(|(k, _)| k != "METRICS_SINKS");
+    env.extend([
+        ("METRICS_SINKS".to_string(), "emf,prometheus".to_string()),
+        ("PROMETHEUS_LISTEN".into(), "127.0.0.1:0".into()),
+    ]);
+    let mut daemon = Daemon::start_unread(&env);
+    let base = daemon.metrics_base();
+    // The second poll finds the first one's write still stuck, fails at
+    // once, and the daemon carries on.
+    let failed = daemon.wait_log("nothing is reading standard output", Duration::from_secs(10));
+    assert!(failed.contains("could not write the EMF lines"), "{failed}");
+    let health = http(&base, "GET", "/healthz", b"");
+    assert_eq!(health.status, 200);
+    let metrics = http(&base, "GET", "/metrics", b"");
+    assert!(metrics.body.contains("drone_queue_poll_failures_total"), "{}", metrics.body);
+    daemon.signal(libc::SIGTERM);
+    let stopped = Instant::now();
+    assert_eq!(daemon.wait_exit(Duration::from_secs(1)), Some(Some(0)));
+    assert!(stopped.elapsed() < Duration::from_secs(1));
+}

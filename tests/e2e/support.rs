@@ -394,15 +394,29 @@ pub struct Daemon {
     child: Child,
     lines: Receiver<String>,
     stdout: Option<std::thread::JoinHandle<String>>,
+    /// Standard output when nothing reads it.
+    _unread: Option<std::process::ChildStdout>,
     /// Every line of standard error read so far.
     pub log: Vec<String>,
 }
 
 impl Daemon {
     pub fn start(env: &[(String, String)]) -> Daemon {
+        Daemon::start_with(env, true)
+    }
+
+    /// A daemon whose standard output nobody reads: once the pipe is
+    /// full, every write to it blocks.
+    pub fn start_unread(env: &[(String, String)]) -> Daemon {
+        Daemon::start_with(env, false)
+    }
+
+    fn start_with(env: &[(String, String)], read_stdout: bool) -> Daemon {
         let mut child = spawn(env);
         let stderr = child.stderr.take().unwrap();
-        let stdout = drain(child.stdout.take().unwrap());
+        let pipe = child.stdout.take().unwrap();
+        let (stdout, unread) =
+            if read_stdout { (Some(drain(pipe)), None) } else { (None, Some(pipe)) };
         let (tx, lines) = channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -411,7 +425,7 @@ impl Daemon {
                 }
             }
         });
-        Daemon { child, lines, stdout: Some(stdout), log: Vec::new() }
+        Daemon { child, lines, stdout, _unread: unread, log: Vec::new() }
     }
 
     pub fn pid(&self) -> i32 {
@@ -472,7 +486,7 @@ impl Daemon {
     pub fn finish(mut self) -> Run {
         let code = self.wait_exit(Duration::from_secs(20)).expect("the daemon did not exit");
         self.log.extend(self.lines.try_iter());
-        let stdout = self.stdout.take().unwrap().join().unwrap();
+        let stdout = self.stdout.take().map(|s| s.join().unwrap()).unwrap_or_default();
         Run { code, stdout, stderr: self.log.join("\n") }
     }
 }
