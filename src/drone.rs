@@ -181,8 +181,9 @@ pub enum SourceError {
     /// No complete answer within the time the poll had left (a Lambda
     /// invocation's deadline), which was shorter than `DRONE_TIMEOUT`.
     #[error(
-        "the Drone server at {url} did not answer within {}, all the time this poll had left \
-         before its deadline; give the Lambda function a longer timeout",
+        "the Drone server at {url} did not answer within {}, the two thirds of the time left \
+         before the poll's deadline that the request may use (a third is kept for publishing); \
+         in Lambda give the function a longer timeout, in the daemon a longer POLL_INTERVAL",
         humantime(*.timeout)
     )]
     OutOfTime { url: String, timeout: Duration },

@@ -48,7 +48,8 @@ pub fn metric_name(metric: &Metric) -> String {
 /// label name; and no result starts with `__`, which Prometheus reserves.
 pub fn label_name(dimension: &str) -> String {
     let plain = dimension.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
-        && dimension.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        && dimension.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !RESERVED_LABELS.contains(&dimension);
     if plain {
         return dimension.to_string();
     }
@@ -65,6 +66,14 @@ pub fn label_name(dimension: &str) -> String {
     name
 }
 
+/// Label names Prometheus gives a meaning of its own: the server renames a
+/// scraped `job` or `instance` to `exported_job` or `exported_instance`
+/// (which would collide with a dimension of that name), and `le` and
+/// `quantile` belong to histograms and summaries. They are written in the
+/// `_x` form like any name that cannot be kept.
+/// `group` is the label this program adds itself (see [`label_set`]).
+const RESERVED_LABELS: [&str; 5] = ["group", "job", "instance", "le", "quantile"];
+
 /// A label value in the text format: `\`, `"` and newline escaped.
 fn escape_value(value: &str, out: &mut String) {
     for c in value.chars() {
@@ -77,16 +86,24 @@ fn escape_value(value: &str, out: &mut String) {
     }
 }
 
-/// `{name="value",...}` for a group, or nothing for the group without labels.
+/// `{group="...",name="value",...}` for a group, or nothing for the group
+/// without labels.
+///
+/// The `group` label holds the whole label set as the logs write it
+/// (`class=gpu,os=linux`). A selector on the dimensions alone also matches
+/// every group with more labels (`{class="gpu"}` takes in
+/// `{class="gpu",zone="eu"}`, whose stages a `class=gpu` runner never
+/// gets); `{group="class=gpu,os=linux"}` matches exactly one group, which
+/// is what an autoscaler for one kind of runner needs.
 fn label_set(group: &GroupKey) -> String {
     if group.is_empty() {
         return String::new();
     }
-    let mut out = String::from("{");
-    for (i, (name, value)) in group.dimensions().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
+    let mut out = String::from("{group=\"");
+    escape_value(&group.to_string(), &mut out);
+    out.push('"');
+    for (name, value) in group.dimensions() {
+        out.push(',');
         out.push_str(&label_name(name));
         out.push_str("=\"");
         escape_value(value, &mut out);
@@ -314,6 +331,10 @@ mod tests {
             ("zone:az", "_xzone_3Aaz"),
             ("ü", "_x_C3_BC"),
             ("", "_x"),
+            ("job", "_xjob"),
+            ("instance", "_xinstance"),
+            ("le", "_xle"),
+            ("quantile", "_xquantile"),
         ] {
             assert_eq!(label_name(dimension), label, "{dimension:?}");
         }
@@ -338,8 +359,8 @@ mod tests {
 # HELP drone_queued_builds Pending stages of the runner group.
 # TYPE drone_queued_builds gauge
 drone_queued_builds 4
-drone_queued_builds{class=\"gpu\",os=\"linux\"} 2
-drone_queued_builds{_xcost_2Dcenter=\"r&d\",path=\"C:\\\\x \\\"y\\\"\"} 1
+drone_queued_builds{group=\"class=gpu,os=linux\",class=\"gpu\",os=\"linux\"} 2
+drone_queued_builds{group=\"cost-center=\\\"r&d\\\",path=\\\"C:\\\\\\\\x \\\\\\\"y\\\\\\\"\\\"\",_xcost_2Dcenter=\"r&d\",path=\"C:\\\\x \\\"y\\\"\"} 1
 # HELP drone_running_builds Running stages of the runner group.
 # TYPE drone_running_builds gauge
 drone_running_builds 0
@@ -380,23 +401,33 @@ drone_queue_last_success_timestamp_seconds 1767225600
         let t0 = Instant::now();
         exposition.update_groups(&plan_of(&[(gpu.clone(), 3, 1)]), t0);
         let queued = |e: &Exposition| samples(&e.render(), "drone_queued_builds");
-        assert_eq!(queued(&exposition), [("{class=\"gpu\"}".into(), "3".into())].into());
+        assert_eq!(
+            queued(&exposition),
+            [("{group=\"class=gpu\",class=\"gpu\"}".into(), "3".into())].into()
+        );
 
         // The gpu group left the queue; arm appeared.
         exposition.update_groups(&plan_of(&[(arm.clone(), 5, 0)]), t0 + Duration::from_secs(1));
         assert_eq!(
             queued(&exposition),
-            [("{class=\"arm\"}".into(), "5".into()), ("{class=\"gpu\"}".into(), "0".into())].into()
+            [
+                ("{group=\"class=arm\",class=\"arm\"}".into(), "5".into()),
+                ("{group=\"class=gpu\",class=\"gpu\"}".into(), "0".into())
+            ]
+            .into()
         );
         let running = samples(&exposition.render(), "drone_running_builds");
-        assert_eq!(running["{class=\"gpu\"}"], "0");
+        assert_eq!(running["{group=\"class=gpu\",class=\"gpu\"}"], "0");
 
         // An empty queue: both 0, until an hour after each was last seen.
         exposition.update_groups(&Plan::default(), t0 + VANISHED_RETENTION);
         assert_eq!(queued(&exposition).values().collect::<Vec<_>>(), ["0", "0"]);
         let later = t0 + VANISHED_RETENTION + Duration::from_millis(500);
         exposition.update_groups(&Plan::default(), later);
-        assert_eq!(queued(&exposition), [("{class=\"arm\"}".into(), "0".into())].into());
+        assert_eq!(
+            queued(&exposition),
+            [("{group=\"class=arm\",class=\"arm\"}".into(), "0".into())].into()
+        );
     }
 
     #[test]

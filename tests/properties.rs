@@ -118,7 +118,9 @@ fn decode_label(label: &str) -> Option<String> {
 /// treats specially, so that near-collisions are common.
 fn dimension_name() -> impl Strategy<Value = String> {
     prop::collection::vec(
-        prop::sample::select(vec!["a", "Z", "x", "0", "2", "D", "_", "-", ".", ":", "é", " "]),
+        prop::sample::select(vec![
+            "a", "Z", "x", "0", "2", "D", "_", "-", ".", ":", "é", " ", "job", "le",
+        ]),
         0..8,
     )
     .prop_map(|parts| parts.concat())

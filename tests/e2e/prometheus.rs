@@ -29,11 +29,15 @@ const WAIT: Duration = Duration::from_secs(20);
 
 #[test]
 fn prometheus_sees_the_queue_follow_changes_and_keep_values_through_a_failed_poll() {
-    let std = [("class", "standard"), ("os", "linux")];
-    let gpu = [("class", "gpu"), ("os", "linux")];
+    // The dimensions of a stage, and the labels of its series (with the
+    // `group` label that selects exactly one group).
+    let std_dims = [("class", "standard"), ("os", "linux")];
+    let std = [("group", "class=standard,os=linux"), ("class", "standard"), ("os", "linux")];
+    let gpu = [("group", "class=gpu,os=linux"), ("class", "gpu"), ("os", "linux")];
     // `cost-center` is no valid label name: it is escaped.
     let arm = [("class", "arm"), ("cost-center", "ci")];
-    let arm_labels = [("class", "arm"), ("_xcost_2Dcenter", "ci")];
+    let arm_labels =
+        [("group", "class=arm,cost-center=ci"), ("class", "arm"), ("_xcost_2Dcenter", "ci")];
 
     let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
     let mut env = dry_run_env(&drone);
@@ -51,7 +55,9 @@ fn prometheus_sees_the_queue_follow_changes_and_keep_values_through_a_failed_pol
     assert_eq!(page.status, 200);
     assert_eq!(page.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
     assert!(page.body.contains("# TYPE drone_queued_builds gauge\n"), "{}", page.body);
-    assert!(page.body.contains("drone_queued_builds{class=\"gpu\",os=\"linux\"} 2\n"));
+    assert!(page.body.contains(
+        "drone_queued_builds{group=\"class=gpu,os=linux\",class=\"gpu\",os=\"linux\"} 2\n"
+    ));
     assert_eq!(http(&base, "GET", "/healthz", b"").status, 200);
     assert_eq!(http(&base, "GET", "/", b"").status, 404);
     let post = http(&base, "POST", "/metrics", b"x");
@@ -68,7 +74,7 @@ fn prometheus_sees_the_queue_follow_changes_and_keep_values_through_a_failed_pol
     set_script(
         &drone,
         body(&[
-            stage(1, "pending", &std),
+            stage(1, "pending", &std_dims),
             stage(2, "pending", &arm),
             stage(3, "pending", &arm),
             stage(4, "pending", &arm),
@@ -107,6 +113,9 @@ fn prometheus_sees_the_queue_follow_changes_and_keep_values_through_a_failed_pol
         WAIT,
     );
     prometheus.wait_for("drone_queue_poll_success", &samples(&[(&[], 1.0)]), WAIT);
+    // The autoscaler's query of the examples: exactly one group.
+    let exact = prometheus.query(r#"sum(drone_queued_builds{group="class=standard,os=linux"})"#);
+    assert_eq!(exact.values().copied().collect::<Vec<_>>(), [3.0]);
     let polls = prometheus.query("drone_queue_polls_total")[&labels(&[])];
     let duration = prometheus.query("drone_queue_poll_duration_seconds")[&labels(&[])];
     assert!(polls >= 5.0 && (0.0..1.0).contains(&duration), "{polls} {duration}");
