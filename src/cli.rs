@@ -17,6 +17,23 @@ const PUBLISH_BUDGET: Duration = Duration::from_secs(30);
 /// Runs one poll (whose sinks print the dry run, if asked for), or the
 /// daemon when `config` has an interval.
 pub async fn run(config: Config) -> ExitCode {
+    let signals = match config.interval.map(|_| daemon::Signals::install()).transpose() {
+        Ok(signals) => signals,
+        Err(err) => {
+            tracing::error!("could not listen for SIGTERM and SIGINT: {err}");
+            return ExitCode::from(EXIT_POLL_FAILED);
+        }
+    };
+    // Not an error: it works, it only costs more than it gives.
+    if config.resolution == crate::metrics::Resolution::High
+        && config.interval.is_none_or(|i| i >= Duration::from_secs(60))
+    {
+        tracing::warn!(
+            "CLOUDWATCH_HIGH_RESOLUTION=true with at most one poll a minute stores nothing \
+             a standard-resolution point would not, at a higher price; it pays off with \
+             POLL_INTERVAL under 60s"
+        );
+    }
     let poller = match startup::poller(&config).await {
         Ok(poller) => poller,
         Err(err @ (StartupError::NoRegion | StartupError::BadRegion(_) | StartupError::Aws(_))) => {
@@ -29,9 +46,9 @@ pub async fn run(config: Config) -> ExitCode {
         }
     };
 
-    if let Some(interval) = config.interval {
+    if let (Some(interval), Some(signals)) = (config.interval, signals) {
         let endpoint = poller.exposition().map(|e| (config.prometheus_listen, e));
-        return daemon::run(poller, interval, endpoint).await;
+        return daemon::run(poller, interval, endpoint, signals).await;
     }
 
     let deadline = Instant::now() + config.drone_timeout + PUBLISH_BUDGET;

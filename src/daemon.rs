@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::MissedTickBehavior;
 use tracing::Instrument;
 
@@ -78,22 +78,37 @@ fn margin(interval: Duration) -> Duration {
     (interval / 10).min(Duration::from_millis(250))
 }
 
+/// SIGTERM and SIGINT, listened for from before the clients are built, so
+/// that a signal during start-up (the AWS SDK loading its configuration)
+/// still ends the daemon cleanly.
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    /// Starts listening.
+    ///
+    /// # Errors
+    ///
+    /// When the runtime cannot register the handlers.
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
 /// Runs until a signal; the exit status is 0 then, and 1 when the
 /// Prometheus endpoint cannot be opened.
 pub async fn run(
     poller: Poller,
     interval: Duration,
     endpoint: Option<(std::net::SocketAddr, Arc<Exposition>)>,
+    signals: Signals,
 ) -> ExitCode {
-    // Installed first, so that a signal during start-up is not missed.
-    let (mut term, mut int) =
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(term), Ok(int)) => (term, int),
-            (Err(err), _) | (_, Err(err)) => {
-                tracing::error!("could not listen for SIGTERM and SIGINT: {err}");
-                return ExitCode::from(EXIT_POLL_FAILED);
-            }
-        };
+    let Signals { mut term, mut int } = signals;
     let exposition = match endpoint {
         None => None,
         Some((address, exposition)) => match endpoint::bind(address).await {

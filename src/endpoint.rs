@@ -90,10 +90,11 @@ pub fn respond(method: &Method, path: &str, exposition: &Exposition) -> Response
     if !known {
         return text(StatusCode::NOT_FOUND, "not found; try /metrics or /healthz\n".into());
     }
-    if method != Method::GET {
+    // HEAD is answered like GET; the server leaves the body out.
+    if method != Method::GET && method != Method::HEAD {
         let mut response =
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed; use GET\n".into());
-        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET"));
+        response.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
     if path == "/healthz" {
@@ -133,7 +134,8 @@ mod tests {
         assert_eq!(status(Method::GET, "/metrics/x", &exposition), StatusCode::NOT_FOUND);
         assert_eq!(status(Method::POST, "/metrics", &exposition), StatusCode::METHOD_NOT_ALLOWED);
         let put = respond(&Method::PUT, "/healthz", &exposition);
-        assert_eq!(put.headers()[ALLOW], "GET");
+        assert_eq!(put.headers()[ALLOW], "GET, HEAD");
+        assert_eq!(status(Method::HEAD, "/healthz", &exposition), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status(Method::GET, "/healthz", &exposition), StatusCode::SERVICE_UNAVAILABLE);
         let metrics = respond(&Method::GET, "/metrics", &exposition);
         assert_eq!(metrics.status(), StatusCode::OK);

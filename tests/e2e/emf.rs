@@ -210,3 +210,33 @@ fn emf_lines_are_written_when_cloudwatch_refuses_and_the_run_still_fails() {
     assert_eq!(without_wait(groups), two_groups());
     assert!(!run.stderr.contains("poll complete"), "{}", run.stderr);
 }
+
+#[test]
+fn beside_emf_the_report_says_what_emf_did_and_json_reports_are_one_line_each() {
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let mut env = dry_run_env(&drone);
+    env.push(("METRICS_SINKS".into(), "emf,stdout".into()));
+    env.push(("CLOUDWATCH_HIGH_RESOLUTION".into(), "true".into()));
+    let table = run(&env, &[]);
+    assert_eq!(table.code, Some(0), "{}", table.stderr);
+    assert!(
+        table.stdout.contains("Wrote 10 data points for namespace \"Drone\""),
+        "{}",
+        table.stdout
+    );
+    assert!(table.stdout.contains("as 2 EMF lines."), "{}", table.stdout);
+    assert!(!table.stdout.contains("PutMetricData"), "{}", table.stdout);
+    // One poll, no interval: one-second storage buys nothing.
+    assert!(table.stderr.contains("it pays off with POLL_INTERVAL under 60s"), "{}", table.stderr);
+
+    let json = run(&env, &["--output", "json"]);
+    assert_eq!(json.code, Some(0), "{}", json.stderr);
+    let lines: Vec<Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 3, "{}", json.stdout);
+    let report = lines.iter().find(|l| l.get("summary").is_some()).expect("the report line");
+    assert_eq!(report["summary"]["emf_lines"], 2, "{report}");
+}

@@ -61,7 +61,9 @@ fn prometheus_sees_the_queue_follow_changes_and_keep_values_through_a_failed_pol
     assert_eq!(http(&base, "GET", "/healthz", b"").status, 200);
     assert_eq!(http(&base, "GET", "/", b"").status, 404);
     let post = http(&base, "POST", "/metrics", b"x");
-    assert_eq!((post.status, post.header("allow")), (405, Some("GET")));
+    assert_eq!((post.status, post.header("allow")), (405, Some("GET, HEAD")));
+    let head = http(&base, "HEAD", "/metrics", b"");
+    assert_eq!((head.status, head.body.as_str()), (200, ""));
 
     let prometheus = Prometheus::start(base.trim_start_matches("http://"));
 
