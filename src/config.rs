@@ -256,6 +256,9 @@ impl Token {
         // encoder escapes <, > and & as \u003c, \u003e and \u0026.
         let html_go = html.replace("&quot;", "&#34;");
         let json_go = json.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026");
+        // TODO(#2): mixed-case percent escapes (`%2f%5C`) are not found:
+        // listing every casing grows exponentially with the token's special
+        // characters, and a case-blind match needs a search of its own.
         let percent = |upper: bool| -> String {
             raw.bytes()
                 .map(|b| match b {

@@ -46,6 +46,10 @@ pub fn init(format: LogFormat, tokens: Vec<Token>) {
     }));
 }
 
+// TODO(#4): lines are written on the thread that logs, so a standard error
+// that nobody reads stops the daemon; a writer of its own needs a bounded
+// queue and a rule for the lines it drops, which is more than this fix.
+
 /// Standard error, with the tokens blanked out of each write. The
 /// formatter hands over each event whole, in one write, so a token is never
 /// split between two writes.
