@@ -87,7 +87,7 @@ def put_queue(n):
 
 def shows(n):
     page = urllib.request.urlopen(metrics, timeout=5).read().decode()
-    return f'drone_queued_builds{{class="probe"}} {n}\n' in page
+    return f'drone_queued_builds{{group="class=probe",class="probe"}} {n}\n' in page
 
 delays = []
 for i in range(samples):
