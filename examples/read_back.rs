@@ -19,12 +19,12 @@ async fn main() {
         return;
     }
     println!("Stored in namespace {namespace:?}:\n");
-    println!("{:<16} {:<32} {:>6} {:>8}  unit", "METRIC", "DIMENSIONS", "VALUE", "POINTS");
+    println!("{:<19} {:<32} {:>6} {:>8}  unit", "METRIC", "DIMENSIONS", "VALUE", "POINTS");
     for (series, s) in &stored {
         let dims: Vec<String> = series.dimensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let dims = if dims.is_empty() { "(none)".to_string() } else { dims.join(",") };
         println!(
-            "{:<16} {:<32} {:>6} {:>8}  {}",
+            "{:<19} {:<32} {:>6} {:>8}  {}",
             series.metric,
             dims,
             s.sum,
