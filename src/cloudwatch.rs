@@ -18,13 +18,6 @@ use crate::metrics::{Datum, Plan, Resolution, Unit};
 /// Attempts per `PutMetricData` call unless `AWS_MAX_ATTEMPTS` says
 /// otherwise.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-/// Whether `text` is an absolute http(s) URL with a host.
-fn is_http_url(text: &str) -> bool {
-    reqwest::Url::parse(text).is_ok_and(|url| {
-        matches!(url.scheme(), "http" | "https") && url.host_str().is_some() && text.trim() == text
-    })
-}
-
 /// Most data points in one `PutMetricData` request.
 pub const MAX_DATUMS_PER_CALL: usize = 1000;
 /// Largest request body. CloudWatch allows 1 MB; the estimate below is for
@@ -133,7 +126,7 @@ impl CloudWatchSink {
             .build();
         if let Some(endpoint) =
             key.ok().and_then(|key| shared.service_config().and_then(|c| c.load_config(key)))
-            && !is_http_url(&endpoint)
+            && !crate::config::is_http_url(&endpoint)
         {
             return Err(format!(
                 "1 configuration problem:\n  - the AWS profile's endpoint_url ({:?}) is not an \

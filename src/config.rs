@@ -805,11 +805,7 @@ fn aws_problems(env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, Stri
     let env = |name: &str| env(name).filter(|value| !value.contains('\u{FFFD}'));
     for variable in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_CLOUDWATCH"] {
         let Some(value) = env(variable) else { continue };
-        let valid = Url::parse(value.trim())
-            .ok()
-            .filter(|u| (u.scheme() == "http" || u.scheme() == "https") && u.host_str().is_some())
-            .is_some();
-        if !valid || value.trim() != value {
+        if !is_http_url(&value) {
             problems.push((
                 variable,
                 "is set but is not an http(s) URL (e.g. http://127.0.0.1:4566); \
@@ -820,8 +816,7 @@ fn aws_problems(env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, Stri
     }
     for variable in ["AWS_REGION", "AWS_DEFAULT_REGION"] {
         let Some(value) = env(variable) else { continue };
-        let label = |c: char| c.is_ascii_alphanumeric() || c == '-';
-        if value.is_empty() || !value.chars().all(label) {
+        if !is_region_name(&value) {
             problems
                 .push((variable, "is set but is not a region name such as us-east-1".to_string()));
         }
@@ -840,6 +835,19 @@ fn aws_problems(env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, Stri
         }
     }
     problems
+}
+
+/// Whether an AWS endpoint setting is an absolute http(s) URL with a host,
+/// without surrounding spaces: what the SDK parses without panicking.
+pub fn is_http_url(text: &str) -> bool {
+    text.trim() == text
+        && Url::parse(text)
+            .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
+}
+
+/// Whether an AWS region setting looks like a region name (`us-east-1`).
+pub fn is_region_name(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// CloudWatch's rules for a namespace (facts §3.1).

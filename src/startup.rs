@@ -83,10 +83,7 @@ pub async fn poller(config: &Config) -> Result<Poller, StartupError> {
             // The environment's region was checked with the rest of the
             // configuration; one from the profile file is checked here, or
             // the first call would fail only after the queue was read.
-            Some(region)
-                if region.is_empty()
-                    || !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
-            {
+            Some(region) if !crate::config::is_region_name(&region) => {
                 return Err(StartupError::BadRegion(crate::drone::printable(&region, 60)));
             }
             Some(_) => {}
