@@ -51,6 +51,15 @@ pub fn emulator() -> String {
     )
 }
 
+/// The moto server the test script started, for Auto Scaling, EC2, SSM
+/// and Secrets Manager.
+pub fn moto() -> String {
+    std::env::var("DQC_TEST_MOTO_ENDPOINT").expect(
+        "DQC_TEST_MOTO_ENDPOINT is not set: run the tests with ./scripts/test.sh, \
+         which starts moto",
+    )
+}
+
 /// A namespace no other test uses, so read-backs see only this test's data.
 pub fn namespace(test: &str) -> String {
     format!("DQCTest/{test}/{}", std::process::id())
