@@ -76,6 +76,9 @@ pub struct GroupCounts {
     /// When the longest-waiting startable stage became pending (Unix
     /// seconds); `None` when nothing startable waits.
     pub oldest_startable_since: Option<i64>,
+    /// Distinct runners (`machine`) with a running or accepted stage of the
+    /// group: `BusyWorkers`.
+    pub busy_workers: u64,
 }
 
 impl GroupCounts {
@@ -120,6 +123,9 @@ impl GroupCounts {
         self.accepted += other.accepted;
         self.blocked_by_limit += other.blocked_by_limit;
         self.blocked_by_throttle += other.blocked_by_throttle;
+        // Only used for totals: a group's own busy runners are counted as a
+        // set (see `aggregate`).
+        self.busy_workers += other.busy_workers;
         self.oldest_startable_since =
             match (self.oldest_startable_since, other.oldest_startable_since) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -156,7 +162,9 @@ pub struct QueueCounts {
 }
 
 impl QueueCounts {
-    /// Sum over all groups, conflicting ones included.
+    /// Sum over all groups, conflicting ones included. `busy_workers` is
+    /// the sum too: a runner name that two groups share (runners given the
+    /// same `DRONE_RUNNER_NAME`) counts once per group.
     pub fn totals(&self) -> GroupCounts {
         let mut totals = GroupCounts::default();
         for counts in self.groups.values().chain(self.conflicting.values().map(|(c, _)| c)) {
@@ -165,6 +173,9 @@ impl QueueCounts {
         totals
     }
 }
+
+/// A route's counts and the runners busy with its stages.
+type RouteCounts<'a> = (Route<'a>, GroupCounts, BTreeSet<&'a str>);
 
 /// Counts the stages per group, after working out each one's standing with
 /// the scheduler over the whole queue (see [`classify`]).
@@ -176,8 +187,7 @@ pub fn aggregate(stages: &[Stage], grouping: &Grouping) -> QueueCounts {
     // compares them cheaply), then, only when the grouping uses them, by
     // platform and type within the set (a short list).
     let by_platform = grouping.platform || grouping.pipeline_type;
-    let mut by_labels: BTreeMap<&BTreeMap<String, String>, Vec<(Route<'_>, GroupCounts)>> =
-        BTreeMap::new();
+    let mut by_labels: BTreeMap<&BTreeMap<String, String>, Vec<RouteCounts<'_>>> = BTreeMap::new();
     for (stage, standing) in stages.iter().zip(standings) {
         let Some(standing) = standing else {
             counts.ignored.push(IgnoredStage { id: stage.id, status: stage.status.clone() });
@@ -186,29 +196,47 @@ pub fn aggregate(stages: &[Stage], grouping: &Grouping) -> QueueCounts {
         let route = Route::from(stage);
         let routes = by_labels.entry(&stage.labels).or_default();
         let found = if by_platform {
-            routes.iter().position(|(r, _)| r.same_platform_and_type(&route))
+            routes.iter().position(|(r, _, _)| r.same_platform_and_type(&route))
         } else {
             (!routes.is_empty()).then_some(0)
         };
         let slot = found.unwrap_or_else(|| {
-            routes.push((route, GroupCounts::default()));
+            routes.push((route, GroupCounts::default(), BTreeSet::new()));
             routes.len() - 1
         });
         routes[slot].1.add(standing, pending_since(stage));
+        if matches!(standing, Standing::Running | Standing::Accepted) && !stage.machine.is_empty() {
+            routes[slot].2.insert(stage.machine.as_str());
+        }
     }
 
-    // Few routes, so building each one's key is cheap.
-    for (route, route_counts) in by_labels.into_values().flatten() {
+    // Few routes, so building each one's key is cheap. Routes that end up
+    // in one group (label keys left out) may share runners: the runners are
+    // counted once per group, over the union.
+    let mut busy: BTreeMap<(bool, GroupKey), BTreeSet<&str>> = BTreeMap::new();
+    for (route, route_counts, machines) in by_labels.into_values().flatten() {
         counts.label_keys.extend(route.labels.keys().cloned());
         let keyed = grouping.key(&route);
-        if keyed.conflicts.is_empty() {
-            counts.groups.entry(keyed.key).or_default().merge(&route_counts);
-        } else {
+        let conflicting = !keyed.conflicts.is_empty();
+        busy.entry((conflicting, keyed.key.clone())).or_default().extend(machines);
+        if conflicting {
             let entry = counts
                 .conflicting
                 .entry(keyed.key)
                 .or_insert_with(|| (GroupCounts::default(), keyed.conflicts));
             entry.0.merge(&route_counts);
+        } else {
+            counts.groups.entry(keyed.key).or_default().merge(&route_counts);
+        }
+    }
+    for ((conflicting, key), machines) in busy {
+        let slot = if conflicting {
+            counts.conflicting.get_mut(&key).map(|(c, _)| c)
+        } else {
+            counts.groups.get_mut(&key)
+        };
+        if let Some(group) = slot {
+            group.busy_workers = machines.len() as u64;
         }
     }
     for known in &grouping.known {
@@ -266,6 +294,44 @@ mod tests {
     }
 
     #[test]
+    fn busy_workers_are_distinct_runners_with_a_running_or_accepted_stage() {
+        let std = [("class", "standard"), ("os", "linux")];
+        let std_arm = [("class", "standard"), ("os", "arm")];
+        let gpu = [("class", "gpu"), ("os", "linux")];
+        let mut stages = vec![
+            stage(1, "running", &std),
+            stage(2, "running", &std),
+            stage(3, "pending", &std),
+            stage(4, "pending", &std),
+            stage(5, "running", &gpu),
+            stage(6, "running", &std_arm),
+            stage(7, "success", &gpu),
+        ];
+        stages[0].machine = "i-0a".into();
+        stages[1].machine = "i-0a".into(); // a runner with capacity 2
+        stages[2].machine = "i-0b".into(); // accepted, not started
+        stages[3].machine = String::new(); // waiting: no runner yet
+        stages[4].machine = "gpu-1".into();
+        stages[5].machine = "i-0b".into();
+        stages[6].machine = "gpu-2".into(); // finished: not busy
+        let busy = |grouping: &Grouping| -> BTreeMap<GroupKey, u64> {
+            let counts = aggregate(&stages, grouping);
+            counts.groups.iter().map(|(k, c)| (k.clone(), c.busy_workers)).collect()
+        };
+        assert_eq!(
+            busy(&Grouping::default()),
+            BTreeMap::from([(key(&std), 2), (key(&gpu), 1), (key(&std_arm), 1)])
+        );
+        // Label keys left out merge groups; a runner in both is counted once.
+        let by_class =
+            Grouping { label_keys: Some(["class".to_string()].into()), ..Grouping::default() };
+        assert_eq!(
+            busy(&by_class),
+            BTreeMap::from([(key(&[("class", "standard")]), 2), (key(&[("class", "gpu")]), 1)])
+        );
+    }
+
+    #[test]
     fn standings_and_the_oldest_wait_are_counted_per_group() {
         let mut stages = vec![
             stage(1, "running", &[]),
@@ -296,6 +362,8 @@ mod tests {
                 blocked_by_limit: 0,
                 blocked_by_throttle: 1,
                 oldest_startable_since: Some(1_000),
+                // The accepted stage's runner; the running stage names none.
+                busy_workers: 1,
             }
         );
         assert_eq!(group.blocked(), 1);

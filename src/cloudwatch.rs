@@ -365,15 +365,15 @@ mod tests {
     #[test]
     fn few_groups_fit_in_one_call() {
         let plan = plan_with(numbered(12));
-        assert_eq!(batches(&plan), vec![0..60]);
+        assert_eq!(batches(&plan), vec![0..72]);
     }
 
     #[test]
     fn datum_count_splits_at_one_thousand() {
-        // 300 groups x 5 metrics = 1,500 data points: two calls, the first full.
+        // 300 groups x 6 metrics = 1,800 data points: two calls, the first full.
         let plan = plan_with(numbered(300));
         let runs = batches(&plan);
-        assert_eq!(runs, [0..1000, 1000..1500]);
+        assert_eq!(runs, [0..1000, 1000..1800]);
         check_limits(&plan, &runs);
     }
 

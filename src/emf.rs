@@ -190,7 +190,14 @@ mod tests {
             groups: groups
                 .into_iter()
                 .map(|(g, queued)| {
-                    (g, GroupCounts { queued, running: 1, startable: queued, ..Default::default() })
+                    let counts = GroupCounts {
+                        queued,
+                        running: 1,
+                        startable: queued,
+                        busy_workers: 1,
+                        ..Default::default()
+                    };
+                    (g, counts)
                 })
                 .collect(),
             ..QueueCounts::default()
@@ -222,9 +229,10 @@ mod tests {
                         {"Name": "StartableBuilds", "Unit": "Count"},
                         {"Name": "BlockedBuilds", "Unit": "Count"},
                         {"Name": "OldestQueuedSeconds", "Unit": "Seconds"},
+                        {"Name": "BusyWorkers", "Unit": "Count"},
                     ]}]},
                 "QueuedBuilds": 4, "RunningBuilds": 1, "StartableBuilds": 4, "BlockedBuilds": 0,
-                "OldestQueuedSeconds": 0
+                "OldestQueuedSeconds": 0, "BusyWorkers": 1
             })
         );
         assert_eq!(
@@ -255,7 +263,7 @@ mod tests {
     fn a_group_with_more_metrics_than_a_directive_takes_several_lines() {
         let plan = plan_of(vec![(key(&[("class", "gpu")]), 3), (key(&[("class", "x")]), 1)]);
         let doc = documents_with_limit(&plan, "N", 0, Resolution::Standard, 2);
-        // 5 metrics per group, 2 per line: 3 lines each.
+        // 6 metrics per group, 2 per line: 3 lines each.
         assert_eq!(doc.lines.len(), 6);
         let mut seen: BTreeMap<(String, String), Value> = BTreeMap::new();
         for line in doc.lines.iter().map(|l| parse(l)) {
@@ -272,7 +280,8 @@ mod tests {
                 assert!(seen.insert((class, name.clone()), line[&name].clone()).is_none());
             }
         }
-        assert_eq!(seen.len(), 10);
+        assert_eq!(seen.len(), 12);
+        assert_eq!(seen[&("x".into(), "BusyWorkers".into())], 1);
         assert_eq!(seen[&("gpu".into(), "QueuedBuilds".into())], 3);
         assert_eq!(seen[&("x".into(), "RunningBuilds".into())], 1);
     }

@@ -104,9 +104,24 @@ pub const OLDEST_QUEUED_SECONDS: Metric = Metric {
     value: GroupCounts::oldest_wait,
 };
 
+/// Runners busy with a stage of the group: how many workers the group
+/// needs now at the least, and how many a scale-in must spare.
+pub const BUSY_WORKERS: Metric = Metric {
+    name: "BusyWorkers",
+    unit: Unit::Count,
+    help: "Distinct runners with a running or accepted stage of the group.",
+    value: |c, _| c.busy_workers,
+};
+
 /// Every per-group metric, in publishing order.
-pub const METRICS: [Metric; 5] =
-    [QUEUED_BUILDS, RUNNING_BUILDS, STARTABLE_BUILDS, BLOCKED_BUILDS, OLDEST_QUEUED_SECONDS];
+pub const METRICS: [Metric; 6] = [
+    QUEUED_BUILDS,
+    RUNNING_BUILDS,
+    STARTABLE_BUILDS,
+    BLOCKED_BUILDS,
+    OLDEST_QUEUED_SECONDS,
+    BUSY_WORKERS,
+];
 
 /// One data point: a metric of one group.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -209,6 +224,7 @@ mod tests {
                         blocked_by_limit: 1,
                         blocked_by_throttle: 1,
                         oldest_startable_since: Some(1_000),
+                        busy_workers: 1,
                         ..GroupCounts::default()
                     },
                 ),
@@ -225,16 +241,21 @@ mod tests {
                 (none.clone(), "RunningBuilds", 0.0),
                 (none.clone(), "StartableBuilds", 2.0),
                 (none.clone(), "BlockedBuilds", 2.0),
-                (none, "OldestQueuedSeconds", 90.0),
+                (none.clone(), "OldestQueuedSeconds", 90.0),
+                (none, "BusyWorkers", 1.0),
                 (gpu.clone(), "QueuedBuilds", 0.0),
                 (gpu.clone(), "RunningBuilds", 2.0),
                 (gpu.clone(), "StartableBuilds", 0.0),
                 (gpu.clone(), "BlockedBuilds", 0.0),
-                (gpu, "OldestQueuedSeconds", 0.0),
+                (gpu.clone(), "OldestQueuedSeconds", 0.0),
+                (gpu, "BusyWorkers", 0.0),
             ]
         );
-        let units: Vec<Unit> = plan.datums[..5].iter().map(|d| d.metric.unit).collect();
-        assert_eq!(units, [Unit::Count, Unit::Count, Unit::Count, Unit::Count, Unit::Seconds]);
+        let units: Vec<Unit> = plan.datums[..6].iter().map(|d| d.metric.unit).collect();
+        assert_eq!(
+            units,
+            [Unit::Count, Unit::Count, Unit::Count, Unit::Count, Unit::Seconds, Unit::Count]
+        );
         assert!(plan.rejected.is_empty());
     }
 

@@ -312,7 +312,8 @@ mod tests {
                 "drone_running_builds",
                 "drone_startable_builds",
                 "drone_blocked_builds",
-                "drone_oldest_queued_seconds"
+                "drone_oldest_queued_seconds",
+                "drone_busy_workers"
             ]
         );
     }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use drone_queue_cloudwatch::aggregate::{GroupKey, aggregate};
+use drone_queue_cloudwatch::aggregate::{GroupCounts, GroupKey, aggregate};
 use drone_queue_cloudwatch::drone::Stage;
 use drone_queue_cloudwatch::grouping::Grouping;
 use drone_queue_cloudwatch::prometheus::label_name;
@@ -75,17 +75,29 @@ proptest! {
             ..Grouping::default()
         };
         let narrowed = aggregate(&stages, &narrowed_grouping);
-        prop_assert_eq!(full.totals(), narrowed.totals());
-        // Each narrowed group is exactly the sum of the full groups it takes in.
+        // Busy runners are distinct per group, so a runner named in two
+        // merged groups counts once: compared apart, below.
+        let stage_counts = |c: GroupCounts| GroupCounts { busy_workers: 0, ..c };
+        prop_assert_eq!(stage_counts(full.totals()), stage_counts(narrowed.totals()));
+        // Each narrowed group is exactly the sum of the full groups it takes
+        // in; its busy runners are at least those of the busiest of them and
+        // at most their sum.
         let mut merged: BTreeMap<GroupKey, (u64, u64, u64, u64)> = BTreeMap::new();
+        let mut busy: BTreeMap<GroupKey, (u64, u64)> = BTreeMap::new();
         for (group, c) in &full.groups {
             let key = GroupKey(group.0.iter().filter(|(k, _)| keep.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect());
-            let e = merged.entry(key).or_default();
+            let e = merged.entry(key.clone()).or_default();
             *e = (e.0 + c.queued, e.1 + c.running, e.2 + c.startable, e.3 + c.blocked());
+            let b = busy.entry(key).or_default();
+            *b = (b.0.max(c.busy_workers), b.1 + c.busy_workers);
         }
         let actual: BTreeMap<GroupKey, (u64, u64, u64, u64)> =
             narrowed.groups.iter().map(|(k, c)| (k.clone(), (c.queued, c.running, c.startable, c.blocked()))).collect();
         prop_assert_eq!(actual, merged);
+        for (key, c) in &narrowed.groups {
+            let (most, sum) = busy[key];
+            prop_assert!((most..=sum).contains(&c.busy_workers), "{key}: {} not in {most}..={sum}", c.busy_workers);
+        }
     }
 }
 

@@ -25,7 +25,10 @@ fn publishes_every_metric_per_group_with_one_queue_read() {
 
     let std = [("class", "standard"), ("os", "linux")];
     let gpu = [("class", "gpu"), ("os", "linux")];
-    let (counts, waits) = split_waits(sums(&stored(&ns), 1.0));
+    let sums = sums(&stored(&ns), 1.0);
+    // Runners ci-standard-01 and -02 run standard stages, ci-gpu-01 a GPU one.
+    assert_eq!(busy(&sums), BTreeMap::from([(labels(&std), 2.0), (labels(&gpu), 1.0)]));
+    let (counts, waits) = split_waits(sums);
     let expected: BTreeMap<_, _> = [four(&std, 3.0, 2.0, 3.0, 0.0), four(&gpu, 2.0, 1.0, 2.0, 0.0)]
         .concat()
         .into_iter()
@@ -43,7 +46,7 @@ fn publishes_every_metric_per_group_with_one_queue_read() {
     assert_eq!(requests[0]["auth_ok"], json!(true));
     assert!(run.stderr.contains("poll complete"), "{}", run.stderr);
     assert!(run.stderr.contains("groups=2") && run.stderr.contains("calls=1"), "{}", run.stderr);
-    assert!(run.stderr.contains("datums=10"), "{}", run.stderr);
+    assert!(run.stderr.contains("datums=12"), "{}", run.stderr);
     assert!(!run.output().contains(TOKEN));
 }
 
@@ -53,8 +56,11 @@ fn a_group_without_labels_is_published_without_dimensions() {
     let ns = namespace("no-labels");
     let run = run(&full_env(&drone, &ns), &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    // 9102 is pending but accepted by a runner: queued, not startable.
-    let (counts, waits) = split_waits(sums(&stored(&ns), 1.0));
+    // 9102 is pending but accepted by a runner: queued, not startable, and
+    // its runner is as busy as that of the running 9101.
+    let sums = sums(&stored(&ns), 1.0);
+    assert_eq!(busy(&sums), BTreeMap::from([(labels(&[]), 2.0)]));
+    let (counts, waits) = split_waits(sums);
     assert_eq!(counts, four(&[], 4.0, 1.0, 3.0, 0.0).into_iter().collect());
     assert_eq!(waits.len(), 1);
 }
@@ -168,7 +174,7 @@ fn flags_work_like_the_variables() {
         &["--drone-server", &url, "--drone-token", TOKEN, "--namespace", &ns],
     );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert_eq!(stored(&ns).len(), 10);
+    assert_eq!(stored(&ns).len(), 12);
 }
 
 #[test]
@@ -312,7 +318,7 @@ fn dry_run_prints_a_table_and_needs_no_aws() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert!(lines[0].starts_with(r#"Would publish to namespace "Drone" at "#), "{}", run.stdout);
-    assert!(lines[0].ends_with(": 10 data points in 1 PutMetricData call."), "{}", run.stdout);
+    assert!(lines[0].ends_with(": 12 data points in 1 PutMetricData call."), "{}", run.stdout);
     assert_eq!(
         lines[2].split_whitespace().collect::<Vec<_>>(),
         [
@@ -321,6 +327,7 @@ fn dry_run_prints_a_table_and_needs_no_aws() {
             "StartableBuilds",
             "BlockedBuilds",
             "OldestQueuedSeconds",
+            "BusyWorkers",
             "HELD",
             "BACK",
             "GROUP"
@@ -332,8 +339,8 @@ fn dry_run_prints_a_table_and_needs_no_aws() {
     assert_eq!(
         without_wait,
         [
-            vec!["2", "1", "2", "0", "-", "class=gpu,os=linux"],
-            vec!["3", "2", "3", "0", "-", "class=standard,os=linux"]
+            vec!["2", "1", "2", "0", "1", "-", "class=gpu,os=linux"],
+            vec!["3", "2", "3", "0", "2", "-", "class=standard,os=linux"]
         ]
     );
 }
@@ -347,7 +354,7 @@ fn dry_run_shows_why_stages_are_held_back() {
     let row: Vec<&str> = run.stdout.lines().nth(3).unwrap().split_whitespace().collect();
     assert_eq!(
         [&row[..4], &row[5..]].concat(),
-        ["7", "3", "3", "4", "limit", "4", "class=standard,os=linux"]
+        ["7", "3", "3", "4", "3", "limit", "4", "class=standard,os=linux"]
     );
 }
 
@@ -361,7 +368,7 @@ fn dry_run_json_has_every_group_and_the_refused_ones() {
     assert_eq!(doc["namespace"], "Drone");
     assert_eq!(
         doc["summary"],
-        json!({"groups": 3, "datums": 15, "calls": 1, "queued": 6, "running": 1, "startable": 6, "blocked": 0, "rejected_groups": 3, "ignored_stages": 0})
+        json!({"groups": 3, "datums": 18, "calls": 1, "queued": 6, "running": 1, "startable": 6, "blocked": 0, "rejected_groups": 3, "ignored_stages": 0})
     );
     let groups = doc["groups"].as_array().unwrap();
     let mut plain = groups[1].clone();
@@ -370,7 +377,7 @@ fn dry_run_json_has_every_group_and_the_refused_ones() {
     assert_eq!(
         plain,
         json!({"dimensions": {"class": "standard"},
-               "metrics": {"QueuedBuilds": 1.0, "RunningBuilds": 0.0, "StartableBuilds": 1.0, "BlockedBuilds": 0.0},
+               "metrics": {"QueuedBuilds": 1.0, "RunningBuilds": 0.0, "StartableBuilds": 1.0, "BlockedBuilds": 0.0, "BusyWorkers": 0.0},
                "held_back": {"limit": 0, "throttle": 0, "accepted": 0}})
     );
     let rejected = doc["rejected"].as_array().unwrap();
@@ -389,9 +396,9 @@ fn many_groups_go_out_in_as_few_calls_as_the_limit_allows() {
     let ns = namespace("many-groups");
     let run = run(&full_env(&drone, &ns), &[]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stderr.contains("datums=1500") && run.stderr.contains("calls=2"), "{}", run.stderr);
+    assert!(run.stderr.contains("datums=1800") && run.stderr.contains("calls=2"), "{}", run.stderr);
     let sums = sums(&stored(&ns), 1.0);
-    assert_eq!(sums.len(), 1500);
+    assert_eq!(sums.len(), 1800);
     for i in 0..300 {
         let pool = format!("p{i:03}");
         let (queued, running) = if i % 3 == 0 { (0.0, 1.0) } else { (1.0, 0.0) };
@@ -399,6 +406,8 @@ fn many_groups_go_out_in_as_few_calls_as_the_limit_allows() {
         for (series, value) in four(&labels, queued, running, queued, 0.0) {
             assert_eq!(sums[&series], value, "{series:?}");
         }
+        // The generated stages name no runner.
+        assert_eq!(sums[&series("BusyWorkers", &labels)], 0.0);
     }
 }
 
@@ -414,7 +423,7 @@ fn throttling_is_retried_with_backoff() {
     let posts = proxy.events();
     let throttled: Vec<bool> = posts.iter().map(|p| p["throttled"].as_bool().unwrap()).collect();
     assert_eq!(throttled, [true, true, false], "{posts:?}");
-    assert_eq!(stored(&ns).len(), 10);
+    assert_eq!(stored(&ns).len(), 12);
 }
 
 #[test]

@@ -99,10 +99,17 @@ fn emf(stdout: &str) -> Vec<&str> {
 /// (without `OldestQueuedSeconds`, which depends on the time).
 fn two_groups() -> BTreeMap<BTreeMap<String, String>, BTreeMap<String, f64>> {
     let counts = |q: f64, r: f64| {
-        [("QueuedBuilds", q), ("RunningBuilds", r), ("StartableBuilds", q), ("BlockedBuilds", 0.0)]
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect()
+        [
+            ("QueuedBuilds", q),
+            ("RunningBuilds", r),
+            ("StartableBuilds", q),
+            ("BlockedBuilds", 0.0),
+            // Each running stage has a runner of its own.
+            ("BusyWorkers", r),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect()
     };
     BTreeMap::from([
         (labels(&[("class", "standard"), ("os", "linux")]), counts(3.0, 2.0)),
@@ -133,7 +140,7 @@ fn emf_alone_needs_no_aws_and_carries_the_counts() {
     assert_eq!(lines.len(), 2, "{}", run.stdout);
     assert_eq!(run.stdout.lines().count(), 2, "only EMF on stdout: {}", run.stdout);
     let groups: Vec<Group> = lines.iter().map(|l| check_line(l, "Drone", before..=after)).collect();
-    assert!(groups.iter().all(|g| g.resolutions == [60; 5]));
+    assert!(groups.iter().all(|g| g.resolutions == [60; 6]));
     assert_eq!(without_wait(groups), two_groups());
     assert!(run.stderr.contains("calls=0"), "{}", run.stderr);
     assert!(!run.output().contains(TOKEN));
@@ -150,11 +157,11 @@ fn emf_and_cloudwatch_together_at_high_resolution() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let groups: Vec<Group> =
         emf(&run.stdout).iter().map(|l| check_line(l, &ns, 0..=i64::MAX)).collect();
-    assert!(groups.iter().all(|g| g.resolutions == [1; 5]), "{groups:?}");
+    assert!(groups.iter().all(|g| g.resolutions == [1; 6]), "{groups:?}");
     assert_eq!(without_wait(groups), two_groups());
     // The stdout sink's table follows, saying what was published.
     assert!(run.stdout.contains("Published to namespace"), "{}", run.stdout);
-    assert_eq!(stored(&ns).len(), 10);
+    assert_eq!(stored(&ns).len(), 12);
 }
 
 #[test]
@@ -180,7 +187,7 @@ fn emf_alone_in_lambda_makes_no_put_metric_data_call() {
     for answer in answers {
         assert_eq!(answer["body"]["calls"], 0);
         assert_eq!(answer["body"]["emf_lines"], 2);
-        assert_eq!(answer["body"]["datums"], 10);
+        assert_eq!(answer["body"]["datums"], 12);
     }
     // Two lines per invocation, each pair the whole queue.
     let lines = emf(&stdout);
@@ -220,7 +227,7 @@ fn beside_emf_the_report_says_what_emf_did_and_json_reports_are_one_line_each() 
     let table = run(&env, &[]);
     assert_eq!(table.code, Some(0), "{}", table.stderr);
     assert!(
-        table.stdout.contains("Wrote 10 data points for namespace \"Drone\""),
+        table.stdout.contains("Wrote 12 data points for namespace \"Drone\""),
         "{}",
         table.stdout
     );

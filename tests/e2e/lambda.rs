@@ -57,7 +57,7 @@ fn every_kind_of_event_runs_one_poll_and_answers_a_summary() {
     let function = spawn(&lambda_env(&api, full_env(&drone, &ns)));
     let (answers, logs) = invoke_all(&api, function, 4);
 
-    let summary = json!({"groups": 2, "datums": 10, "calls": 1, "queued": 5, "running": 3,
+    let summary = json!({"groups": 2, "datums": 12, "calls": 1, "queued": 5, "running": 3,
                          "startable": 5, "blocked": 0, "rejected_groups": 0, "ignored_stages": 0});
     for (i, answer) in answers.iter().enumerate() {
         assert_eq!(answer["kind"], "response", "{answer}");
@@ -67,7 +67,7 @@ fn every_kind_of_event_runs_one_poll_and_answers_a_summary() {
 
     // Four polls of the same queue: four points per series.
     let stored = stored(&ns);
-    assert_eq!(stored.len(), 10);
+    assert_eq!(stored.len(), 12);
     let std = [("class", "standard"), ("os", "linux")];
     let gpu = [("class", "gpu"), ("os", "linux")];
     for (series, per_poll) in [

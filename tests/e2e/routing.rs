@@ -149,7 +149,7 @@ fn known_groups_publish_zeros_when_the_queue_is_empty() {
         &[("METRICS_KNOWN_GROUPS", "class=gpu,os=linux;class=standard,os=linux")],
         "known-groups",
     );
-    assert_eq!(sums.len(), 10);
+    assert_eq!(sums.len(), 12);
     assert!(sums.values().all(|v| *v == 0.0), "{sums:?}");
     assert!(
         sums.contains_key(&series("OldestQueuedSeconds", &[("class", "gpu"), ("os", "linux")]))

@@ -291,10 +291,21 @@ pub fn stored(namespace: &str) -> BTreeMap<Series, Stored> {
         .block_on(crate::readback::stored(&emulator(), namespace))
 }
 
-/// Splits read-back sums into the counts and the `OldestQueuedSeconds`
-/// waits, which depend on the time of the poll.
+/// Splits read-back sums into the four stage counts and the
+/// `OldestQueuedSeconds` waits, which depend on the time of the poll.
+/// `BusyWorkers` is left out of both: [`busy`] reads it.
 pub fn split_waits(sums: BTreeMap<Series, f64>) -> (BTreeMap<Series, f64>, BTreeMap<Series, f64>) {
-    sums.into_iter().partition(|(s, _)| s.metric != "OldestQueuedSeconds")
+    sums.into_iter()
+        .filter(|(s, _)| s.metric != "BusyWorkers")
+        .partition(|(s, _)| s.metric != "OldestQueuedSeconds")
+}
+
+/// The `BusyWorkers` sums, keyed by the group's labels.
+pub fn busy(sums: &BTreeMap<Series, f64>) -> BTreeMap<BTreeMap<String, String>, f64> {
+    sums.iter()
+        .filter(|(s, _)| s.metric == "BusyWorkers")
+        .map(|(s, v)| (s.dimensions.clone(), *v))
+        .collect()
 }
 
 /// Unix seconds now.
