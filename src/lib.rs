@@ -35,6 +35,7 @@ pub mod logging;
 pub mod metrics;
 pub mod poll;
 pub mod prometheus;
+pub mod protection;
 pub mod report;
 pub mod routing;
 pub mod sinks;
