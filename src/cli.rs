@@ -10,6 +10,9 @@ use crate::startup::{self, StartupError};
 
 /// Exit status of a poll that failed (queue unreadable or publish refused).
 pub const EXIT_POLL_FAILED: u8 = 1;
+/// Exit status bit of a scale-in protection that failed; added to
+/// [`EXIT_POLL_FAILED`] when both failed (5), so a script tells them apart.
+pub const EXIT_PROTECTION_FAILED: u8 = 4;
 
 /// Time allowed for publishing after the queue was read.
 const PUBLISH_BUDGET: Duration = Duration::from_secs(30);
@@ -57,11 +60,13 @@ pub async fn run(config: Config) -> ExitCode {
         let _guard = span.enter();
         poller.poll(deadline).await
     };
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err}");
-            ExitCode::from(EXIT_POLL_FAILED)
-        }
+    result.log_errors();
+    let mut code = 0;
+    if result.metrics.is_err() {
+        code |= EXIT_POLL_FAILED;
     }
+    if result.protection_error.is_some() {
+        code |= EXIT_PROTECTION_FAILED;
+    }
+    ExitCode::from(code)
 }

@@ -5,19 +5,14 @@ use std::ops::Range;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_cloudwatch::Client;
-use aws_sdk_cloudwatch::config::retry::RetryConfig;
 use aws_sdk_cloudwatch::config::timeout::TimeoutConfig;
 use aws_sdk_cloudwatch::error::{DisplayErrorContext, SdkError};
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
-use aws_types::service_config::ServiceConfigKey;
 
 use crate::aggregate::GroupKey;
 use crate::metrics::{Datum, Plan, Resolution, Unit};
 
-/// Attempts per `PutMetricData` call unless `AWS_MAX_ATTEMPTS` says
-/// otherwise.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Most data points in one `PutMetricData` request.
 pub const MAX_DATUMS_PER_CALL: usize = 1000;
 /// Largest request body. CloudWatch allows 1 MB; the estimate below is for
@@ -113,42 +108,10 @@ impl CloudWatchSink {
     /// The SDK's message when it cannot load its configuration (it panics
     /// on some invalid settings, which is caught here).
     pub async fn from_env(namespace: String) -> Result<CloudWatchSink, String> {
-        let shared = tokio::spawn(aws_config::load_from_env()).await.map_err(|failure| {
-            format!("the AWS SDK could not load its configuration: {}", panic_text(failure))
-        })?;
-        // The client looks its endpoint up again, per service, and parses it
-        // only at the first call, where a bad one from the profile file
-        // panics after the queue was read. The same look-up is done here.
-        let key = ServiceConfigKey::builder()
-            .service_id("CloudWatch")
-            .env("AWS_ENDPOINT_URL")
-            .profile("endpoint_url")
-            .build();
-        if let Some(endpoint) =
-            key.ok().and_then(|key| shared.service_config().and_then(|c| c.load_config(key)))
-            && !crate::config::is_http_url(&endpoint)
-        {
-            return Err(format!(
-                "1 configuration problem:\n  - the AWS profile's endpoint_url ({:?}) is not an \
-                 http(s) URL such as http://127.0.0.1:4566; fix or remove it in the AWS config file",
-                crate::drone::printable(&endpoint, 100)
-            ));
-        }
-        // The SDK's default of 3 attempts gives up early on the throttling
-        // that comes with many callers in one region; 5 is the default here,
-        // and an explicit AWS_MAX_ATTEMPTS or AWS_RETRY_MODE still wins.
-        let chosen = std::env::var_os("AWS_MAX_ATTEMPTS").is_some()
-            || std::env::var_os("AWS_RETRY_MODE").is_some();
-        let retry = match shared.retry_config() {
-            Some(retry) if chosen => retry.clone(),
-            _ => RetryConfig::standard().with_max_attempts(DEFAULT_MAX_ATTEMPTS),
-        };
+        let shared = crate::aws::load().await?;
+        crate::aws::check_profile_endpoint(&shared, "CloudWatch")?;
         let config = aws_sdk_cloudwatch::config::Builder::from(&shared)
-            .retry_config(
-                retry
-                    .with_initial_backoff(Duration::from_millis(200))
-                    .with_max_backoff(Duration::from_secs(5)),
-            )
+            .retry_config(crate::aws::retry(&shared))
             .build();
         Ok(CloudWatchSink { client: Client::from_conf(config), namespace })
     }
@@ -205,7 +168,9 @@ impl CloudWatchSink {
                 // process (or the Lambda invocation, with a useless message).
                 match tokio::spawn(call).await {
                     Ok(sent) => sent.map(drop).map_err(|e| describe_error(&e, left)),
-                    Err(failure) => Err(format!("the AWS SDK failed: {}", panic_text(failure))),
+                    Err(failure) => {
+                        Err(format!("the AWS SDK failed: {}", crate::aws::panic_text(failure)))
+                    }
                 }
             };
             match result {
@@ -238,18 +203,6 @@ impl CloudWatchSink {
             cause: first_cause.unwrap_or_default(),
             report,
         })
-    }
-}
-
-/// The message of a task that panicked (or was cancelled).
-fn panic_text(failure: tokio::task::JoinError) -> String {
-    match failure.try_into_panic() {
-        Ok(payload) => payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_string()))
-            .unwrap_or_else(|| "unknown panic".into()),
-        Err(failure) => failure.to_string(),
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use reqwest::Url;
 
+use crate::asg::ProtectionConfig;
 use crate::grouping::{self, Grouping};
 use crate::metrics::Resolution;
 use crate::sinks::{SinkKind, SinkSet, parse_sinks};
@@ -17,7 +18,7 @@ use crate::sinks::{SinkKind, SinkSet, parse_sinks};
 pub const EXIT_CONFIG: i32 = 2;
 
 /// Every variable the program reads itself (the AWS SDK reads its own).
-pub const VARIABLES: [&str; 12] = [
+pub const VARIABLES: [&str; 15] = [
     "DRONE_SERVER",
     "DRONE_TOKEN",
     "CLOUDWATCH_METRICS_NAMESPACE",
@@ -30,6 +31,9 @@ pub const VARIABLES: [&str; 12] = [
     "METRICS_SINKS",
     "PROMETHEUS_LISTEN",
     "CLOUDWATCH_HIGH_RESOLUTION",
+    "SCALE_IN_PROTECTION_GROUPS",
+    "SCALE_IN_PROTECTION_IDLE_GRACE",
+    "SCALE_IN_PROTECTION_NAME_TAG",
 ];
 
 /// What to say about a variable whose value is not UTF-8.
@@ -128,6 +132,25 @@ pub struct Args {
         default_missing_value = "true"
     )]
     pub high_resolution: Option<String>,
+
+    /// Protect instances of these Auto Scaling groups (comma list) from
+    /// scale-in while they run a build; no other group is ever touched
+    #[arg(long = "protect-groups", env = "SCALE_IN_PROTECTION_GROUPS", value_name = "GROUPS")]
+    pub protection_groups: Option<String>,
+
+    /// How long an instance must be idle before its protection comes off
+    /// [default: 2m]
+    #[arg(
+        long = "protect-idle-grace",
+        env = "SCALE_IN_PROTECTION_IDLE_GRACE",
+        value_name = "DURATION"
+    )]
+    pub protection_idle_grace: Option<String>,
+
+    /// An EC2 tag whose value is the runner's name, for runners named
+    /// neither by instance id nor by host name
+    #[arg(long = "protect-name-tag", env = "SCALE_IN_PROTECTION_NAME_TAG", value_name = "TAG")]
+    pub protection_name_tag: Option<String>,
 }
 
 /// The command line and environment as parsed, with the variables that
@@ -319,6 +342,8 @@ pub struct Config {
     pub prometheus_listen: SocketAddr,
     /// Storage resolution of CloudWatch and EMF points.
     pub resolution: Resolution,
+    /// Scale-in protection, when groups are named.
+    pub protection: Option<ProtectionConfig>,
 }
 
 impl Config {
@@ -581,8 +606,10 @@ impl Config {
                 Resolution::Standard
             }
         };
-        // Only PutMetricData uses the AWS SDK; EMF lines need no AWS set-up.
-        if sinks.has(SinkKind::CloudWatch) {
+        let protection = check_protection(args, &mut problem);
+        // Only PutMetricData and protection use the AWS SDK; EMF lines need
+        // no AWS set-up.
+        if sinks.has(SinkKind::CloudWatch) || protection.is_some() {
             for (variable, why) in aws_problems(env) {
                 problem(variable, "read by the AWS SDK", why);
             }
@@ -631,6 +658,7 @@ impl Config {
                 sinks,
                 prometheus_listen,
                 resolution,
+                protection,
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -714,6 +742,104 @@ fn check_sinks(
     sinks
 }
 
+/// Grace period unless `SCALE_IN_PROTECTION_IDLE_GRACE` says otherwise: a
+/// runner between two builds of a busy queue is idle for seconds, not
+/// minutes.
+pub const DEFAULT_IDLE_GRACE: Duration = Duration::from_secs(120);
+
+/// Most groups `SCALE_IN_PROTECTION_GROUPS` may name.
+const MAX_PROTECTED_GROUPS: usize = 100;
+
+/// `SCALE_IN_PROTECTION_*`: the groups, the grace period and the name tag.
+fn check_protection(args: &Args, problem: &mut Problem<'_>) -> Option<ProtectionConfig> {
+    const GROUPS: &str = "SCALE_IN_PROTECTION_GROUPS";
+    let raw = args.protection_groups.as_deref().filter(|r| !r.trim().is_empty());
+    let Some(raw) = raw else {
+        for (variable, flag, value) in [
+            ("SCALE_IN_PROTECTION_IDLE_GRACE", "--protect-idle-grace", &args.protection_idle_grace),
+            ("SCALE_IN_PROTECTION_NAME_TAG", "--protect-name-tag", &args.protection_name_tag),
+        ] {
+            if value.as_deref().is_some_and(|v| !v.trim().is_empty()) {
+                problem(
+                    variable,
+                    flag,
+                    format!(
+                        "is set but {GROUPS} is not, so nothing would be protected; set {GROUPS} to the Auto Scaling groups of the runners"
+                    ),
+                );
+            }
+        }
+        return None;
+    };
+    let mut ok = true;
+    let mut groups: Vec<String> = Vec::new();
+    for item in raw.split(',').map(str::trim) {
+        if item.is_empty() {
+            problem(GROUPS, "--protect-groups", "has an empty item; write group names separated by single commas, e.g. drone-standard,drone-gpu".into());
+            ok = false;
+        } else if item.len() > 255 || item.chars().any(char::is_control) {
+            problem(
+                GROUPS,
+                "--protect-groups",
+                format!(
+                    "{:?} is not an Auto Scaling group name (1 to 255 characters, no control characters)",
+                    crate::drone::printable(item, 60)
+                ),
+            );
+            ok = false;
+        } else if groups.iter().any(|g| g == item) {
+            problem(GROUPS, "--protect-groups", format!("names {item:?} twice"));
+            ok = false;
+        } else {
+            groups.push(item.to_string());
+        }
+    }
+    if groups.len() > MAX_PROTECTED_GROUPS {
+        problem(
+            GROUPS,
+            "--protect-groups",
+            format!("names {} groups; at most {MAX_PROTECTED_GROUPS} are supported", groups.len()),
+        );
+        ok = false;
+    }
+    let idle_grace =
+        match args.protection_idle_grace.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+            None => DEFAULT_IDLE_GRACE,
+            Some(raw) => match parse_duration(raw) {
+                Ok(d) if d <= MAX_INTERVAL => d,
+                Ok(_) => {
+                    problem(
+                        "SCALE_IN_PROTECTION_IDLE_GRACE",
+                        "--protect-idle-grace",
+                        format!("{raw:?} is out of range; give a duration from 0s to 24h, e.g. 2m"),
+                    );
+                    ok = false;
+                    DEFAULT_IDLE_GRACE
+                }
+                Err(why) => {
+                    problem("SCALE_IN_PROTECTION_IDLE_GRACE", "--protect-idle-grace", why);
+                    ok = false;
+                    DEFAULT_IDLE_GRACE
+                }
+            },
+        };
+    let name_tag =
+        match args.protection_name_tag.as_deref().map(str::trim).filter(|r| !r.is_empty()) {
+            None => None,
+            Some(tag) if tag.len() > 128 || tag.chars().any(char::is_control) => {
+                problem(
+                    "SCALE_IN_PROTECTION_NAME_TAG",
+                    "--protect-name-tag",
+                    "is not an EC2 tag key (1 to 128 characters, no control characters)".into(),
+                );
+                ok = false;
+                None
+            }
+            Some(tag) => Some(tag.to_string()),
+        };
+    ok.then_some(ProtectionConfig { groups, idle_grace, name_tag })
+}
+
 /// `true`/`false` and the usual spellings of yes and no.
 fn parse_bool(raw: &str) -> Option<bool> {
     match raw.trim().to_ascii_lowercase().as_str() {
@@ -793,6 +919,8 @@ fn aws_problems(env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, Stri
     for variable in [
         "AWS_ENDPOINT_URL",
         "AWS_ENDPOINT_URL_CLOUDWATCH",
+        "AWS_ENDPOINT_URL_AUTO_SCALING",
+        "AWS_ENDPOINT_URL_EC2",
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
         "AWS_MAX_ATTEMPTS",
@@ -803,13 +931,18 @@ fn aws_problems(env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, Stri
         }
     }
     let env = |name: &str| env(name).filter(|value| !value.contains('\u{FFFD}'));
-    for variable in ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_CLOUDWATCH"] {
+    for variable in [
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_CLOUDWATCH",
+        "AWS_ENDPOINT_URL_AUTO_SCALING",
+        "AWS_ENDPOINT_URL_EC2",
+    ] {
         let Some(value) = env(variable) else { continue };
         if !is_http_url(&value) {
             problems.push((
                 variable,
                 "is set but is not an http(s) URL (e.g. http://127.0.0.1:4566); \
-                 unset it to use CloudWatch's own endpoint"
+                 unset it to use AWS's own endpoint"
                     .to_string(),
             ));
         }
@@ -925,7 +1058,93 @@ mod tests {
             sinks: None,
             prometheus_listen: None,
             high_resolution: None,
+            protection_groups: None,
+            protection_idle_grace: None,
+            protection_name_tag: None,
         }
+    }
+
+    fn protection_args(groups: Option<&str>, grace: Option<&str>, tag: Option<&str>) -> Args {
+        let mut a =
+            args(Some("https://drone.example.com"), Some("0123456789abcdef"), Some("Drone"));
+        a.protection_groups = groups.map(String::from);
+        a.protection_idle_grace = grace.map(String::from);
+        a.protection_name_tag = tag.map(String::from);
+        a
+    }
+
+    #[test]
+    fn protection_takes_the_named_groups_a_grace_period_and_a_tag() {
+        let config =
+            check(&protection_args(Some(" drone-standard , drone-gpu"), None, None)).unwrap();
+        assert_eq!(
+            config.protection,
+            Some(ProtectionConfig {
+                groups: vec!["drone-standard".into(), "drone-gpu".into()],
+                idle_grace: Duration::from_secs(120),
+                name_tag: None,
+            })
+        );
+        let config =
+            check(&protection_args(Some("workers"), Some("30s"), Some("RunnerName"))).unwrap();
+        let protection = config.protection.unwrap();
+        assert_eq!(protection.idle_grace, Duration::from_secs(30));
+        assert_eq!(protection.name_tag.as_deref(), Some("RunnerName"));
+        let zero = check(&protection_args(Some("workers"), Some("0s"), None)).unwrap();
+        assert_eq!(zero.protection.unwrap().idle_grace, Duration::ZERO);
+        assert_eq!(check(&protection_args(None, None, None)).unwrap().protection, None);
+    }
+
+    #[test]
+    fn protection_problems_are_each_named() {
+        // (groups, grace, tag, the variable blamed, what its message says)
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a str, &'a str);
+        let cases: &[Case<'_>] = &[
+            (Some("a,,b"), None, None, "SCALE_IN_PROTECTION_GROUPS", "empty item"),
+            (Some("a,b,a"), None, None, "SCALE_IN_PROTECTION_GROUPS", "names \"a\" twice"),
+            (
+                Some("a\tb"),
+                None,
+                None,
+                "SCALE_IN_PROTECTION_GROUPS",
+                "not an Auto Scaling group name",
+            ),
+            (Some("a"), Some("25h"), None, "SCALE_IN_PROTECTION_IDLE_GRACE", "out of range"),
+            (Some("a"), Some("soon"), None, "SCALE_IN_PROTECTION_IDLE_GRACE", "soon"),
+            (
+                None,
+                Some("5m"),
+                None,
+                "SCALE_IN_PROTECTION_IDLE_GRACE",
+                "SCALE_IN_PROTECTION_GROUPS is not",
+            ),
+            (
+                None,
+                None,
+                Some("Name"),
+                "SCALE_IN_PROTECTION_NAME_TAG",
+                "SCALE_IN_PROTECTION_GROUPS is not",
+            ),
+        ];
+        for (groups, grace, tag, variable, needle) in cases {
+            let err = check(&protection_args(*groups, *grace, *tag)).unwrap_err();
+            assert_eq!(variables(&err), [*variable], "{groups:?} {grace:?} {tag:?}: {err}");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        let many: Vec<String> = (0..101).map(|i| format!("g{i}")).collect();
+        let err = check(&protection_args(Some(&many.join(",")), None, None)).unwrap_err();
+        assert!(err.to_string().contains("names 101 groups"), "{err}");
+    }
+
+    #[test]
+    fn protection_reads_the_aws_settings_even_without_cloudwatch() {
+        let mut a = protection_args(Some("workers"), None, None);
+        a.sinks = Some("emf".into());
+        let env = |name: &str| (name == "AWS_ENDPOINT_URL_EC2").then(|| "not a url".to_string());
+        let err = Config::check(&a, &env).unwrap_err();
+        assert_eq!(variables(&err), ["AWS_ENDPOINT_URL_EC2"]);
+        a.protection_groups = None;
+        assert!(Config::check(&a, &env).is_ok(), "without protection EMF needs no AWS");
     }
 
     /// Checks with an empty environment, whatever the machine's is.

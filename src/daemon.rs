@@ -159,8 +159,15 @@ async fn poll_forever(poller: &Poller, interval: Duration, exposition: Option<&E
         .await;
         let elapsed = started.elapsed();
         let error = match result {
-            Ok(Ok(_)) => None,
-            Ok(Err(err)) => Some(err.to_string()),
+            Ok(polled) => {
+                // Protection failing is logged on its own and does not slow
+                // the polls down: the queue was read.
+                if let Some(err) = &polled.protection_error {
+                    let _entered = span.enter();
+                    tracing::error!("{err}");
+                }
+                polled.metrics.err().map(|err| err.to_string())
+            }
             Err(_) => Some(format!(
                 "the poll did not end within the interval ({} ms) and was stopped; \
                  nothing more of it is published",

@@ -62,11 +62,22 @@ pub async fn serve(poller: Result<Poller, String>) -> Result<(), lambda_runtime:
                 error_message: config.clone(),
             })?;
             let deadline = deadline_instant(event.context.deadline);
-            match poller.poll(deadline).await {
-                Ok(outcome) => Ok(Summary::of(&outcome)),
-                Err(err) => {
-                    tracing::error!("{err}");
-                    Err(diagnostic(&err))
+            let polled = poller.poll(deadline).await;
+            polled.log_errors();
+            match (polled.metrics, polled.protection_error) {
+                (Ok(outcome), None) => Ok(Summary::of(&outcome)),
+                // The metrics are published; the invocation still fails, so
+                // that the function's Errors metric and alarms see it.
+                (Ok(_), Some(protection)) => Err(Diagnostic {
+                    error_type: "ScaleInProtectionFailed".into(),
+                    error_message: format!("the metrics were published, but {protection}"),
+                }),
+                (Err(err), protection) => {
+                    let mut diagnostic = diagnostic(&err);
+                    if let Some(protection) = protection {
+                        diagnostic.error_message.push_str(&format!("; also, {protection}"));
+                    }
+                    Err(diagnostic)
                 }
             }
         }

@@ -21,6 +21,8 @@
 //! first.
 
 pub mod aggregate;
+pub mod asg;
+pub mod aws;
 pub mod cli;
 pub mod cloudwatch;
 pub mod config;

@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::aggregate::{QueueCounts, aggregate};
+use crate::asg::{ProtectionError, ProtectionReport, Protector};
 use crate::cloudwatch::{CloudWatchSink, PublishError, PublishReport};
 use crate::config::OutputFormat;
 use crate::drone::{DroneClient, SourceError};
 use crate::grouping::Grouping;
 use crate::metrics::{Plan, Resolution, plan};
 use crate::prometheus::Exposition;
-use crate::{emf, report};
+use crate::{emf, protection, report};
 
 /// Where the plan goes; any number of these at once.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +53,33 @@ pub struct PollOutcome {
     pub fetch_time: Duration,
     /// Time spent publishing.
     pub publish_time: Duration,
+    /// What scale-in protection did, when it is on and succeeded.
+    pub protection: Option<ProtectionReport>,
+}
+
+/// A poll's two results: the metrics, and scale-in protection beside them
+/// (`None` when it is off, or when the queue could not be read, which
+/// leaves every instance as it was). Neither keeps the other from
+/// happening, and each fails on its own.
+#[derive(Debug)]
+pub struct Polled {
+    /// The metrics.
+    pub metrics: Result<PollOutcome, PollError>,
+    /// Scale-in protection, if it ran and failed (its report is in the
+    /// outcome when it succeeded).
+    pub protection_error: Option<ProtectionError>,
+}
+
+impl Polled {
+    /// Logs whichever failed.
+    pub fn log_errors(&self) {
+        if let Err(err) = &self.metrics {
+            tracing::error!("{err}");
+        }
+        if let Some(err) = &self.protection_error {
+            tracing::error!("{err}");
+        }
+    }
 }
 
 /// Why a poll failed. In each case the message says what was (not)
@@ -81,6 +109,8 @@ pub struct Poller {
     sinks: Sinks,
     drone_timeout: Duration,
     grouping: Grouping,
+    protector: Option<Protector>,
+    dry_run: bool,
 }
 
 impl Poller {
@@ -91,7 +121,14 @@ impl Poller {
         drone_timeout: Duration,
         grouping: Grouping,
     ) -> Poller {
-        Poller { drone, sinks, drone_timeout, grouping }
+        Poller { drone, sinks, drone_timeout, grouping, protector: None, dry_run: false }
+    }
+
+    /// Adds scale-in protection to every poll; in a dry run it only plans.
+    pub fn with_protection(mut self, protector: Protector, dry_run: bool) -> Poller {
+        self.protector = Some(protector);
+        self.dry_run = dry_run;
+        self
     }
 
     /// The values of the Prometheus sink, if it is on.
@@ -99,18 +136,27 @@ impl Poller {
         self.sinks.prometheus.clone()
     }
 
-    /// One poll, finished before `deadline`. A third of the time left is
-    /// kept for publishing, so that a slow Drone cannot eat the time
-    /// CloudWatch needs.
+    /// One poll, finished before `deadline`: the metrics and, when it is
+    /// on, scale-in protection, side by side.
     ///
-    /// # Errors
-    ///
-    /// [`PollError::Source`] when the queue could not be read (nothing is
-    /// published then), [`PollError::Publish`] when CloudWatch did not take
-    /// every data point, [`PollError::Output`] when standard output failed.
-    /// The sinks are independent: one failing does not keep the plan from
-    /// the others.
-    pub async fn poll(&self, deadline: Instant) -> Result<PollOutcome, PollError> {
+    /// The metrics fail with [`PollError::Source`] when the queue could not
+    /// be read (nothing is published then, and no protection changes),
+    /// [`PollError::Publish`] when CloudWatch did not take every data
+    /// point, [`PollError::Output`] when standard output failed. The sinks
+    /// are independent: one failing does not keep the plan from the others.
+    pub async fn poll(&self, deadline: Instant) -> Polled {
+        let mut protection_error = None;
+        let metrics = self.poll_metrics(deadline, &mut protection_error).await;
+        Polled { metrics, protection_error }
+    }
+
+    /// A third of the time left is kept for publishing, so that a slow
+    /// Drone cannot eat the time CloudWatch needs.
+    async fn poll_metrics(
+        &self,
+        deadline: Instant,
+        protection_error: &mut Option<ProtectionError>,
+    ) -> Result<PollOutcome, PollError> {
         let started = Instant::now();
         let left = deadline.saturating_duration_since(started);
         let fetch_budget = self.drone_timeout.min(left - left / 3).max(Duration::from_millis(1));
@@ -127,6 +173,7 @@ impl Poller {
         let fetch_time = started.elapsed();
 
         let counts = aggregate(&stages, &self.grouping);
+        let busy = self.protector.as_ref().map(|_| protection::busy_runners(&stages));
         drop(stages);
         let now = timestamp.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let plan = plan(&counts, now);
@@ -139,21 +186,52 @@ impl Poller {
             exposition.update_groups(&plan, Instant::now());
         }
         // Each sink gets the plan whatever another one did; the first
-        // failure is reported once all have had their turn.
-        let emf = if self.sinks.emf { Some(self.write_emf(&plan, timestamp).await) } else { None };
-        let cloudwatch = match &self.sinks.cloudwatch {
-            None => None,
-            Some(_) if plan.datums.is_empty() => Some(Ok(PublishReport::default())),
-            Some(sink) => {
-                Some(sink.publish(&plan, timestamp, self.sinks.resolution, deadline).await)
+        // failure is reported once all have had their turn. Protection runs
+        // at the same time: a build must not wait for CloudWatch's retries.
+        let protect = async {
+            match (&self.protector, &busy) {
+                (Some(protector), Some(busy)) => {
+                    Some(protector.run(busy, deadline, self.dry_run).await)
+                }
+                _ => None,
             }
         };
+        let publish = async {
+            let emf =
+                if self.sinks.emf { Some(self.write_emf(&plan, timestamp).await) } else { None };
+            let cloudwatch = match &self.sinks.cloudwatch {
+                None => None,
+                Some(_) if plan.datums.is_empty() => Some(Ok(PublishReport::default())),
+                Some(sink) => {
+                    Some(sink.publish(&plan, timestamp, self.sinks.resolution, deadline).await)
+                }
+            };
+            (emf, cloudwatch)
+        };
+        let ((emf, cloudwatch), protected) = tokio::join!(publish, protect);
         let publish_time = publish_started.elapsed();
+        let protection = match protected {
+            None => None,
+            Some(Ok(report)) => Some(report),
+            Some(Err(mut err)) => {
+                let report = err.report.take();
+                *protection_error = Some(err);
+                report
+            }
+        };
         let published =
             cloudwatch.as_ref().map(|r| r.as_ref().map_or_else(|e| e.report, |report| *report));
         let emf_lines = emf.as_ref().and_then(|r| r.as_ref().ok().copied());
-        let outcome =
-            PollOutcome { timestamp, counts, plan, published, emf_lines, fetch_time, publish_time };
+        let outcome = PollOutcome {
+            timestamp,
+            counts,
+            plan,
+            published,
+            emf_lines,
+            fetch_time,
+            publish_time,
+            protection,
+        };
         let printed = self.sinks.stdout.map(|format| match format {
             OutputFormat::Table => report::table(&outcome, &self.sinks.namespace),
             OutputFormat::Json if self.sinks.indent_json => {

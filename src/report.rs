@@ -8,9 +8,11 @@ use aws_sdk_cloudwatch::primitives::{DateTime, DateTimeFormat};
 use serde::Serialize;
 
 use crate::aggregate::GroupCounts;
+use crate::asg::ProtectionReport;
 use crate::cloudwatch::batches;
 use crate::metrics::METRICS;
 use crate::poll::PollOutcome;
+use crate::protection::Reason;
 
 /// The answer of a Lambda invocation and the numbers of a poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -36,6 +38,40 @@ pub struct Summary {
     pub rejected_groups: usize,
     /// Stages not counted because of their status.
     pub ignored_stages: usize,
+    /// Scale-in protection, when it is on and its groups could be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protection: Option<ProtectionSummary>,
+}
+
+/// Scale-in protection in numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ProtectionSummary {
+    /// Instances of the protected groups.
+    pub instances: usize,
+    /// Of these, the ones with a build.
+    pub busy: usize,
+    /// Instances protected by this poll (to be, in a dry run).
+    pub protected: usize,
+    /// Instances unprotected by this poll (to be, in a dry run).
+    pub unprotected: usize,
+    /// Busy runner names that matched no instance.
+    pub unmatched_runners: usize,
+    /// `SetInstanceProtection` calls made (to be made, in a dry run).
+    pub calls: usize,
+}
+
+impl ProtectionSummary {
+    fn of(report: &ProtectionReport) -> ProtectionSummary {
+        let protected = report.plan.changes.iter().filter(|c| c.protect).count();
+        ProtectionSummary {
+            instances: report.plan.instances,
+            busy: report.plan.busy,
+            protected,
+            unprotected: report.plan.changes.len() - protected,
+            unmatched_runners: report.plan.unmatched.len(),
+            calls: report.calls,
+        }
+    }
 }
 
 impl Summary {
@@ -58,6 +94,7 @@ impl Summary {
             blocked: totals.blocked(),
             rejected_groups: outcome.plan.rejected.len(),
             ignored_stages: outcome.counts.ignored.len(),
+            protection: outcome.protection.as_ref().map(ProtectionSummary::of),
         }
     }
 }
@@ -160,7 +197,57 @@ pub fn table(outcome: &PollOutcome, namespace: &str) -> String {
             outcome.counts.ignored.len()
         );
     }
+    if let Some(protection) = &outcome.protection {
+        protection_table(&mut out, protection);
+    }
     out
+}
+
+/// The protection part of the table: one line per change.
+fn protection_table(out: &mut String, report: &ProtectionReport) {
+    let plan = &report.plan;
+    let (protect, unprotect) = if report.applied {
+        ("protected", "unprotected")
+    } else {
+        ("would protect", "would unprotect")
+    };
+    let _ = writeln!(
+        out,
+        "\nScale-in protection: {} instances, {} busy, {} idle within the grace period; {} change{} in {} SetInstanceProtection call{}.",
+        plan.instances,
+        plan.busy,
+        plan.in_grace,
+        plan.changes.len(),
+        if plan.changes.len() == 1 { "" } else { "s" },
+        report.calls,
+        if report.calls == 1 { "" } else { "s" },
+    );
+    for change in &plan.changes {
+        let why = match &change.reason {
+            Reason::Busy { runners } => format!("busy: runner {}", runners.join(", ")),
+            Reason::Idle { for_at_least } => format!("idle for {} s", for_at_least.as_secs()),
+        };
+        let verb = if change.protect { protect } else { unprotect };
+        let _ = writeln!(out, "  {verb:<15}  {}  {}  ({why})", change.instance, change.group);
+    }
+    for instance in &plan.unprotectable {
+        let _ = writeln!(
+            out,
+            "  {:<15}  {}  {}  (busy: runner {}, but {})",
+            "cannot protect",
+            instance.instance,
+            instance.group,
+            instance.runners.join(", "),
+            instance.lifecycle_state
+        );
+    }
+    if !plan.unmatched.is_empty() {
+        let _ = writeln!(
+            out,
+            "  Busy runners matching no instance of the groups: {}",
+            plan.unmatched.join(", ")
+        );
+    }
 }
 
 #[derive(Serialize)]
@@ -193,6 +280,27 @@ struct JsonReport<'a> {
     summary: Summary,
     groups: Vec<JsonGroup<'a>>,
     rejected: Vec<JsonRejected<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    protection: Option<JsonProtection<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonProtection<'a> {
+    applied: bool,
+    changes: Vec<JsonChange<'a>>,
+    unmatched_runners: &'a [String],
+    in_grace: usize,
+}
+
+#[derive(Serialize)]
+struct JsonChange<'a> {
+    instance: &'a str,
+    group: &'a str,
+    protect: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runners: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idle_seconds: Option<u64>,
 }
 
 /// The dry run as one JSON document, indented for people.
@@ -236,11 +344,35 @@ fn json_report<'a>(outcome: &'a PollOutcome, namespace: &'a str) -> JsonReport<'
             problems: r.problems.iter().map(ToString::to_string).collect(),
         })
         .collect();
+    let protection = outcome.protection.as_ref().map(|report| JsonProtection {
+        applied: report.applied,
+        changes: report
+            .plan
+            .changes
+            .iter()
+            .map(|c| JsonChange {
+                instance: &c.instance,
+                group: &c.group,
+                protect: c.protect,
+                runners: match &c.reason {
+                    Reason::Busy { runners } => Some(runners),
+                    Reason::Idle { .. } => None,
+                },
+                idle_seconds: match &c.reason {
+                    Reason::Busy { .. } => None,
+                    Reason::Idle { for_at_least } => Some(for_at_least.as_secs()),
+                },
+            })
+            .collect(),
+        unmatched_runners: &report.plan.unmatched,
+        in_grace: report.plan.in_grace,
+    });
     JsonReport {
         namespace,
         timestamp: timestamp(outcome),
         summary: Summary::of(outcome),
         groups,
         rejected,
+        protection,
     }
 }

@@ -62,6 +62,8 @@ pub fn log_start(mode: &str, config: &Config) {
         platform = config.grouping.platform,
         pipeline_type = config.grouping.pipeline_type,
         known_groups = config.grouping.known.len(),
+        protected_groups = ?config.protection.as_ref().map(|p| &p.groups),
+        idle_grace_s = config.protection.as_ref().map(|p| p.idle_grace.as_secs()),
         "drone-queue-cloudwatch starting"
     );
 }
@@ -101,5 +103,16 @@ pub async fn poller(config: &Config) -> Result<Poller, StartupError> {
         namespace: config.namespace.clone(),
         resolution: config.resolution,
     };
-    Ok(Poller::new(drone, sinks, config.drone_timeout, config.grouping.clone()))
+    let poller = Poller::new(drone, sinks, config.drone_timeout, config.grouping.clone());
+    let Some(protection) = &config.protection else { return Ok(poller) };
+    let protector =
+        crate::asg::Protector::from_env(protection.clone()).await.map_err(StartupError::Aws)?;
+    match protector.region() {
+        None => return Err(StartupError::NoRegion),
+        Some(region) if !crate::config::is_region_name(&region) => {
+            return Err(StartupError::BadRegion(crate::drone::printable(&region, 60)));
+        }
+        Some(_) => {}
+    }
+    Ok(poller.with_protection(protector, config.dry_run))
 }
