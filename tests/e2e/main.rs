@@ -6,6 +6,7 @@ mod daemon;
 mod emf;
 mod lambda;
 mod prometheus;
+mod protection;
 mod readback;
 mod routing;
 mod support;

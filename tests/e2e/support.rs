@@ -178,6 +178,14 @@ pub fn throttle_proxy(n: usize) -> StandIn {
     )
 }
 
+/// A proxy in front of moto that records every request and its `Action`.
+pub fn recording_proxy() -> StandIn {
+    StandIn::start(
+        "throttle_proxy.py",
+        &["--upstream".into(), moto(), "--throttle".into(), "0".into()],
+    )
+}
+
 /// What a run of the binary printed and how it ended.
 #[derive(Debug)]
 pub struct Run {

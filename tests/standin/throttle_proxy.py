@@ -8,7 +8,11 @@ Host header included, so the request's signature still matches).
 
 stdout: "LISTENING <port>" first, then one JSON line per request:
   {"n": <index among POSTs or null>, "method": ..., "path": ...,
+   "action": <the Action of a Query-protocol form body, or null>,
    "throttled": bool, "upstream_status": <int or null>}
+
+With --throttle 0 it only records, which is how tests count the calls made
+to Auto Scaling and EC2 (both Query protocol) in front of moto.
 """
 
 import argparse
@@ -19,7 +23,7 @@ import sys
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from common import BadRequest, Server, emit, fail, read_body
 
@@ -120,7 +124,10 @@ class Handler(BaseHTTPRequestHandler):
             with Handler.counter_lock:
                 n = Handler.posts
                 Handler.posts += 1
-        line = {"n": n, "method": self.command, "path": self.path}
+        action = None
+        if "x-www-form-urlencoded" in self.headers.get("Content-Type", ""):
+            action = parse_qs(body.decode("utf-8", "replace")).get("Action", [None])[0]
+        line = {"n": n, "method": self.command, "path": self.path, "action": action}
 
         if n is not None and n < self.throttle:
             emit({**line, "throttled": True, "upstream_status": None})
