@@ -26,7 +26,7 @@ pub fn lambda_env(api: &StandIn, mut env: Vec<(String, String)>) -> Vec<(String,
 
 /// Waits for every invocation's answer, then stops the function and
 /// returns the answers and what the function logged.
-fn invoke_all(api: &StandIn, mut function: Child, n: usize) -> (Vec<Value>, String) {
+pub fn invoke_all(api: &StandIn, mut function: Child, n: usize) -> (Vec<Value>, String) {
     let stderr = drain(function.stderr.take().unwrap());
     let _stdout = drain(function.stdout.take().unwrap());
     let lines = api.wait_for(1, Duration::from_secs(60), |v| v["kind"] == "done");

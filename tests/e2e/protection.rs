@@ -4,6 +4,7 @@
 //! instances survive.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -386,4 +387,59 @@ fn steady_state_makes_one_read_and_no_change_per_poll() {
         ])
     );
     assert_eq!(protected(&aws.workers(&group)), ids(&workers[..50]));
+}
+
+#[test]
+fn in_lambda_a_protection_failure_is_its_own_invocation_error_after_publishing() {
+    let aws = Aws::new();
+    let group = group_name("lambda");
+    aws.group(&group, 2, false);
+    let workers = aws.workers(&group);
+    let drone = serve(&queue(&[&workers[0].id], &[]));
+    let ns = namespace("lambda-protection");
+    let missing = group_name("lambda-missing");
+    let api = lambda_api(&json!([{}, {}]), 10_000);
+    let env = env(&drone, &ns, &format!("{group},{missing}"), &[]);
+    let function = spawn(&crate::lambda::lambda_env(&api, env));
+    let (answers, logs) = crate::lambda::invoke_all(&api, function, 2);
+    for answer in &answers {
+        assert_eq!(answer["kind"], "error", "{answer}");
+        assert_eq!(answer["body"]["errorType"], "ScaleInProtectionFailed");
+        let message = answer["body"]["errorMessage"].as_str().unwrap();
+        assert!(message.starts_with("the metrics were published, but scale-in protection:"));
+        assert!(message.contains(&missing), "{message}");
+    }
+    // Both polls published, and the group that exists was protected once.
+    assert_eq!(
+        stored(&ns)[&series("BusyWorkers", &[("class", "standard"), ("os", "linux")])].samples,
+        2.0
+    );
+    assert_eq!(protected(&aws.workers(&group)), ids(&workers[..1]));
+    assert_eq!(logs.matches("protected from scale-in: a build runs on it").count(), 1, "{logs}");
+}
+
+#[test]
+fn the_daemon_remembers_idle_instances_across_polls_and_releases_them_after_the_grace() {
+    let aws = Aws::new();
+    let group = group_name("daemon");
+    aws.group(&group, 3, true);
+    let workers = aws.workers(&group);
+    let drone = serve(&queue(&[&workers[0].dns], &[]));
+    let mut env = env(&drone, "Drone", &group, &[("SCALE_IN_PROTECTION_IDLE_GRACE", "2s")]);
+    env.push(("METRICS_SINKS".into(), "emf".into()));
+    env.push(("POLL_INTERVAL".into(), "1s".into()));
+    let mut daemon = Daemon::start(&env);
+    daemon.wait_log("poll{n=5}", Duration::from_secs(15));
+    daemon.signal(libc::SIGTERM);
+    let run = daemon.finish();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    assert_eq!(protected(&aws.workers(&group)), ids(&workers[..1]));
+    // Seen idle from the first poll on, released two ticks later, once.
+    let released: Vec<&str> =
+        run.stderr.lines().filter(|l| l.contains("unprotected from scale-in")).collect();
+    assert_eq!(released.len(), 2, "{}", run.stderr);
+    for line in released {
+        assert!(line.contains("poll{n=3}") || line.contains("poll{n=4}"), "{line}");
+    }
 }
