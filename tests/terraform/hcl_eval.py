@@ -14,6 +14,7 @@ Like Terraform, a conditional yields only its chosen branch's errors and
 the binary operators evaluate both operands.
 """
 
+import base64
 import glob
 import os
 import posixpath
@@ -149,6 +150,19 @@ class Config:
         if "count" not in body.attrs:
             return 1
         return self.eval(body.attrs["count"])
+
+    def instances(self, kind, labels):
+        """(key, scope, body) for each instance of a for_each resource or data source."""
+        body = self.data[labels] if kind == "data" else self.resources[labels]
+        collection = self.eval(body.attrs["for_each"])
+        if isinstance(collection, list):
+            collection = {k: k for k in collection}
+        return [(k, {"each": {"key": k, "value": v}}, body) for k, v in sorted(collection.items())]
+
+    def module_arguments(self, name):
+        """The arguments of a module call, evaluated."""
+        body = self.modules[name]
+        return {k: self.eval(v) for k, v in body.attrs.items() if k not in ("source", "version", "providers")}
 
     def attr(self, body, name, scope=None):
         return self.eval(body.attrs[name], scope)
@@ -413,6 +427,8 @@ class _Root:
             return c.vars[attr]
         if self.name == "local":
             return c._local(attr)
+        if self.name == "path" and attr == "module":
+            return c.path
         if self.name in ("each", "count", "path", "module", "terraform", "self"):
             raise Unsupported(f"{self.name}.{attr}")
         step = _Root(c, self.name)
@@ -513,6 +529,13 @@ def _one_or_list(values):
     return values[0] if len(values) == 1 else sorted(values)
 
 
+def _flatten(values):
+    out = []
+    for v in values:
+        out.extend(_flatten(v) if isinstance(v, list) else [v])
+    return out
+
+
 def _need(cond, message):
     if not cond:
         raise EvalError(message)
@@ -531,6 +554,27 @@ def _regex(pattern, text):
     return list(m.groups()) if m.re.groups else m.group(0)
 
 
+def _templatefile(path, variables):
+    """Terraform's templatefile for templates that only interpolate variables."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if "%{" in text.replace("%%{", ""):
+        raise Unsupported(f"template directives in {path}")
+
+    def substitute(m):
+        if m[0] == "$${":
+            return "${"
+        if m[1] not in variables:
+            raise EvalError(f"{path}: no template variable {m[1]}")
+        return _to_string(variables[m[1]])
+
+    out = re.sub(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}", substitute, text)
+    leftover = re.sub(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}", "", text)
+    if "${" in leftover:
+        raise Unsupported(f"template expressions other than ${{name}} in {path}")
+    return out
+
+
 def _coalesce(*values):
     for v in values:
         if v is not None and v != "":
@@ -540,6 +584,7 @@ def _coalesce(*values):
 
 FUNCTIONS = {
     "alltrue": lambda xs: all(x is True for x in xs),
+    "base64encode": lambda s: base64.b64encode(_str(s).encode()).decode(),
     "basename": lambda s: posixpath.basename(_str(s)),
     "coalesce": _coalesce,
     "concat": lambda *ls: [x for l in ls for x in l],
@@ -559,9 +604,12 @@ FUNCTIONS = {
     "setintersection": lambda *ls: [x for x in ls[0] if all(x in l for l in ls[1:])],
     "sort": lambda l: sorted(_str(x) for x in l),
     "startswith": lambda s, prefix: _str(s).startswith(_str(prefix)),
+    "templatefile": _templatefile,
+    "toset": lambda l: sorted(set(l)),
     "tostring": _to_string,
     "trimprefix": lambda s, p: _str(s)[len(p):] if _str(s).startswith(p) else s,
     "upper": lambda s: _str(s).upper(),
     "lower": lambda s: _str(s).lower(),
     "values": lambda m: [m[k] for k in sorted(m)],
+    "flatten": lambda l: _flatten(l),
 }
