@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test: formatting, lints, unit and end-to-end tests
 # against the AWS emulators it starts itself, and the Lambda packaging
-# test. Installs what it needs first (Python packages into .venv, Debian
+# test and the Terraform checks. Installs what it needs first (Python
+# packages into .venv, and for the Terraform checks into .tmp; Debian
 # packages with apt-get, and Debian's Prometheus server, which the tests
 # start on loopback themselves), so it works on a fresh machine.
 set -euo pipefail
@@ -23,6 +24,9 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo test"
 DQC_TEST_CLOUDWATCH_ENDPOINT="$EMULATOR_URL" DQC_TEST_MOTO_ENDPOINT="$MOTO_URL" \
   DQC_TEST_PROMETHEUS="$PROMETHEUS_BIN" cargo test --locked
+
+step "Terraform: every file parses, checkov, the module's IAM statements"
+bash tests/terraform/check.sh
 
 step "Lambda packaging"
 bash tests/packaging.sh
