@@ -205,8 +205,10 @@ pub fn aggregate(stages: &[Stage], grouping: &Grouping) -> QueueCounts {
             routes.len() - 1
         });
         routes[slot].1.add(standing, pending_since(stage));
-        if matches!(standing, Standing::Running | Standing::Accepted) && !stage.machine.is_empty() {
-            routes[slot].2.insert(stage.machine.as_str());
+        // Trimmed as scale-in protection reads it; a blank name is none.
+        let machine = stage.machine.trim();
+        if matches!(standing, Standing::Running | Standing::Accepted) && !machine.is_empty() {
+            routes[slot].2.insert(machine);
         }
     }
 
@@ -308,9 +310,9 @@ mod tests {
             stage(7, "success", &gpu),
         ];
         stages[0].machine = "i-0a".into();
-        stages[1].machine = "i-0a".into(); // a runner with capacity 2
+        stages[1].machine = " i-0a".into(); // a runner with capacity 2
         stages[2].machine = "i-0b".into(); // accepted, not started
-        stages[3].machine = String::new(); // waiting: no runner yet
+        stages[3].machine = "  ".into(); // waiting: no runner yet
         stages[4].machine = "gpu-1".into();
         stages[5].machine = "i-0b".into();
         stages[6].machine = "gpu-2".into(); // finished: not busy

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_autoscaling::config::timeout::TimeoutConfig;
 use aws_sdk_autoscaling::error::{DisplayErrorContext, SdkError};
 
-use crate::protection::{self, Call, IdleClock, Instance, ProtectionPlan, Reason};
+use crate::protection::{self, Call, Change, IdleClock, Instance, ProtectionPlan, Reason, Sight};
 
 /// Most groups named in one `DescribeAutoScalingGroups` call.
 const GROUPS_PER_DESCRIBE: usize = 100;
@@ -39,6 +39,8 @@ pub struct ProtectionReport {
     pub reads: usize,
     /// False in a dry run: nothing was changed.
     pub applied: bool,
+    /// Instances whose change failed.
+    pub failed: BTreeSet<String>,
 }
 
 /// Why protection did not (fully) happen. Metrics are published either
@@ -91,6 +93,10 @@ impl Protector {
     /// unprotects those idle past the grace period, before `deadline`. In a
     /// dry run the groups are read and nothing is changed.
     ///
+    /// Runners named by instance id need nothing from EC2, so their
+    /// instances are protected first: a slow or failing EC2 cannot leave
+    /// them exposed. EC2 then gets at most half of the time left.
+    ///
     /// # Errors
     ///
     /// A [`ProtectionError`] when a group could not be read (nothing is
@@ -101,88 +107,148 @@ impl Protector {
         deadline: Instant,
         dry_run: bool,
     ) -> Result<ProtectionReport, ProtectionError> {
-        let mut report = ProtectionReport::default();
-        let fail =
-            |message: String, report: Option<ProtectionReport>| ProtectionError { message, report };
+        let mut report = ProtectionReport { applied: !dry_run, ..ProtectionReport::default() };
         let (mut instances, missing) = match self.describe_groups(deadline, &mut report).await {
             Ok(found) => found,
             Err(cause) => {
-                return Err(fail(
-                    format!(
+                return Err(ProtectionError {
+                    message: format!(
                         "could not read the Auto Scaling groups {}, so no protection was \
                          changed: {cause}",
                         self.config.groups.join(", ")
                     ),
-                    None,
-                ));
+                    report: None,
+                });
             }
         };
         let mut problems = Vec::new();
         if !missing.is_empty() {
             problems.push(format!(
-                "SCALE_IN_PROTECTION_GROUPS names Auto Scaling groups that do not exist in \
-                 this account and region: {}; check the names (they are case-sensitive) and \
-                 AWS_REGION",
+                "SCALE_IN_PROTECTION_GROUPS names Auto Scaling groups that were not found in \
+                 this account and region: {}; check the names (they are case-sensitive), \
+                 AWS_REGION, and that the Auto Scaling endpoint is AWS's",
                 missing.join(", ")
             ));
         }
-        let mut ids_only = false;
+
+        let mut early = Vec::new();
+        let mut sight = Sight::Full;
         if protection::needs_ec2(busy, &instances, self.config.name_tag.is_some())
             && !instances.is_empty()
-            && let Err(cause) = self.describe_instances(&mut instances, deadline, &mut report).await
         {
-            // Without host names a busy runner can look idle: protect what
-            // the ids show, release nothing this time.
-            ids_only = true;
-            problems.push(format!(
-                "could not read the instances' host names from EC2, so only runners named by \
-                 instance id were matched and no instance was unprotected: {cause}"
-            ));
+            let first = protection::plan(
+                busy,
+                &instances,
+                &mut IdleClock::default(),
+                Instant::now(),
+                self.config.idle_grace,
+                Sight::IdsOnly,
+            );
+            early = first.changes;
+            if !dry_run {
+                self.apply(&early, &mut instances, deadline, &mut report, &mut problems).await;
+            }
+            let half = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
+            if let Err(cause) = self.describe_instances(&mut instances, half, &mut report).await {
+                sight = Sight::IdsOnly;
+                problems.push(format!(
+                    "could not read the instances' host names from EC2, so only runners named \
+                     by instance id were matched and no instance was unprotected: {cause}"
+                ));
+            }
         }
 
-        let plan = {
+        let mut plan = {
             let mut clock = self.clock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut plan = protection::plan(
+            protection::plan(
                 busy,
                 &instances,
                 &mut clock,
                 Instant::now(),
                 self.config.idle_grace,
-            );
-            if ids_only {
-                plan.changes.retain(|c| c.protect);
-            }
-            plan
+                sight,
+            )
         };
-        log_findings(&plan);
-        let calls = protection::calls(&plan.changes);
-        report.calls = calls.len();
-        report.plan = plan;
+        log_findings(&plan, sight);
+        let rest = plan.changes.clone();
         if dry_run {
-            return if problems.is_empty() {
-                Ok(report)
-            } else {
-                Err(fail(problems.join("; "), Some(report)))
-            };
+            report.calls = protection::calls(&plan.changes).len();
+        } else {
+            self.apply(&rest, &mut instances, deadline, &mut report, &mut problems).await;
+            // The early changes are done (or failed) already; the later plan
+            // has each instance at most once more, and that attempt is the
+            // one to report.
+            let later: BTreeSet<&str> = rest.iter().map(|c| c.instance.as_str()).collect();
+            let mut changes: Vec<Change> =
+                early.into_iter().filter(|c| !later.contains(c.instance.as_str())).collect();
+            changes.extend(rest);
+            changes.sort_by(|a, b| (&a.group, &a.instance).cmp(&(&b.group, &b.instance)));
+            plan.changes = changes;
         }
+        report.plan = plan;
+        if problems.is_empty() {
+            Ok(report)
+        } else {
+            Err(ProtectionError { message: problems.join("; "), report: Some(report) })
+        }
+    }
 
-        report.calls = 0;
-        for call in &calls {
-            match self.set_protection(call, deadline).await {
+    /// Makes `changes`, fewest calls first; a call that fails is tried again
+    /// instance by instance, so that one instance that left its group in
+    /// the meantime does not leave the other 49 as they were. Each call gets
+    /// a fair share of the time left, so one that hangs cannot starve the
+    /// rest. Instances changed are updated in `instances`.
+    async fn apply(
+        &self,
+        changes: &[Change],
+        instances: &mut [Instance],
+        deadline: Instant,
+        report: &mut ProtectionReport,
+        problems: &mut Vec<String>,
+    ) {
+        let calls = protection::calls(changes);
+        for (i, call) in calls.iter().enumerate() {
+            let share =
+                deadline.saturating_duration_since(Instant::now()) / (calls.len() - i) as u32;
+            let done = match self.set_protection(call, Instant::now() + share).await {
                 Ok(()) => {
                     report.calls += 1;
-                    log_changes(call, &report.plan);
+                    call.instances.clone()
                 }
-                Err(cause) => problems.push(format!(
-                    "could not {} {} in {}: {cause}",
-                    if call.protect { "protect" } else { "unprotect" },
-                    call.instances.join(", "),
-                    call.group
-                )),
+                Err(cause) if call.instances.len() == 1 || cause.timed_out => {
+                    problems.push(failed(call, &cause.text));
+                    report.failed.extend(call.instances.iter().cloned());
+                    Vec::new()
+                }
+                Err(cause) => {
+                    let mut done = Vec::new();
+                    let n = call.instances.len();
+                    for (j, id) in call.instances.iter().enumerate() {
+                        let single = Call { instances: vec![id.clone()], ..call.clone() };
+                        let share =
+                            deadline.saturating_duration_since(Instant::now()) / (n - j) as u32;
+                        match self.set_protection(&single, Instant::now() + share).await {
+                            Ok(()) => {
+                                report.calls += 1;
+                                done.push(id.clone());
+                            }
+                            Err(one) => {
+                                problems.push(failed(&single, &one.text));
+                                report.failed.insert(id.clone());
+                            }
+                        }
+                    }
+                    tracing::debug!(group = %call.group, "a batch failed ({}); tried one by one", cause.text);
+                    done
+                }
+            };
+            for id in &done {
+                if let Some(instance) = instances.iter_mut().find(|x| &x.id == id) {
+                    instance.protected = call.protect;
+                }
             }
+            log_changes(call, &done, changes);
         }
-        report.applied = true;
-        if problems.is_empty() { Ok(report) } else { Err(fail(problems.join("; "), Some(report))) }
     }
 
     /// The in-service and other instances of the named groups, and the
@@ -296,8 +362,8 @@ impl Protector {
         Ok(())
     }
 
-    async fn set_protection(&self, call: &Call, deadline: Instant) -> Result<(), String> {
-        let left = time_left(deadline)?;
+    async fn set_protection(&self, call: &Call, deadline: Instant) -> Result<(), CallError> {
+        let left = time_left(deadline).map_err(|text| CallError { text, timed_out: true })?;
         let request = self
             .autoscaling
             .set_instance_protection()
@@ -310,8 +376,44 @@ impl Protector {
                     .timeout_config(operation_timeout(left)),
             )
             .send();
-        spawn(request, left, "autoscaling:SetInstanceProtection").await.map(drop)
+        match tokio::spawn(request).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(CallError {
+                timed_out: matches!(err, SdkError::TimeoutError(_)),
+                text: describe_error(&err, left, "autoscaling:SetInstanceProtection"),
+            }),
+            Err(failure) => Err(CallError {
+                text: format!("the AWS SDK failed: {}", crate::aws::panic_text(failure)),
+                timed_out: false,
+            }),
+        }
     }
+}
+
+/// A `SetInstanceProtection` call that failed.
+struct CallError {
+    text: String,
+    /// No answer in time: trying again one by one would only wait more.
+    timed_out: bool,
+}
+
+fn failed(call: &Call, cause: &str) -> String {
+    format!(
+        "could not {} {} in {}: {cause}",
+        if call.protect { "protect" } else { "unprotect" },
+        call.instances.join(", "),
+        call.group
+    )
+}
+
+/// A runner name as logs and reports show it: escaped, and cut short (it
+/// comes from the queue, and may hold anything).
+pub fn shown(name: &str) -> String {
+    crate::drone::printable(name, 120)
+}
+
+fn shown_all(names: &[String]) -> String {
+    names.iter().map(|n| shown(n)).collect::<Vec<_>>().join(", ")
 }
 
 fn operation_timeout(left: Duration) -> TimeoutConfig {
@@ -366,22 +468,29 @@ where
 }
 
 /// Warnings a person has to act on.
-fn log_findings(plan: &ProtectionPlan) {
-    if !plan.unmatched.is_empty() {
+fn log_findings(plan: &ProtectionPlan, sight: Sight) {
+    if !plan.unmatched.is_empty() && sight == Sight::IdsOnly {
+        tracing::warn!(
+            runners = plan.unmatched.len(),
+            "busy runners not named by instance id could not be matched while EC2 cannot be \
+             read: {}",
+            shown_all(&plan.unmatched)
+        );
+    } else if !plan.unmatched.is_empty() {
         tracing::warn!(
             runners = plan.unmatched.len(),
             "busy runners whose name matches no instance of the protected groups: {}; their \
              instances cannot be spared from a scale-in. Set DRONE_RUNNER_NAME to the instance \
              id in the runner's user data (see the README), or these are runners outside \
              SCALE_IN_PROTECTION_GROUPS",
-            plan.unmatched.join(", ")
+            shown_all(&plan.unmatched)
         );
     }
     for instance in &plan.unprotectable {
         tracing::warn!(
             instance = %instance.instance,
             group = %instance.group,
-            runners = %instance.runners.join(","),
+            runners = %shown_all(&instance.runners),
             lifecycle_state = %instance.lifecycle_state,
             "a busy instance is {} and cannot be protected from scale-in",
             instance.lifecycle_state
@@ -389,18 +498,18 @@ fn log_findings(plan: &ProtectionPlan) {
     }
 }
 
-/// One log line per instance changed, with the runner and the reason.
-fn log_changes(call: &Call, plan: &ProtectionPlan) {
-    for change in plan.changes.iter().filter(|c| c.group == call.group && c.protect == call.protect)
-    {
-        if !call.instances.contains(&change.instance) {
+/// One log line per instance changed (`done`), with the runner and the
+/// reason.
+fn log_changes(call: &Call, done: &[String], changes: &[Change]) {
+    for change in changes.iter().filter(|c| c.group == call.group && c.protect == call.protect) {
+        if !done.contains(&change.instance) {
             continue;
         }
         match &change.reason {
             Reason::Busy { runners } => tracing::info!(
                 instance = %change.instance,
                 group = %change.group,
-                runners = %runners.join(","),
+                runners = %shown_all(runners),
                 "protected from scale-in: a build runs on it"
             ),
             Reason::Idle { for_at_least } => tracing::info!(

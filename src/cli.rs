@@ -37,6 +37,17 @@ pub async fn run(config: Config) -> ExitCode {
              POLL_INTERVAL under 60s"
         );
     }
+    if let (Some(protection), Some(interval)) = (&config.protection, config.interval)
+        && protection.idle_grace < interval
+    {
+        tracing::warn!(
+            "SCALE_IN_PROTECTION_IDLE_GRACE ({} s) is shorter than POLL_INTERVAL ({} s): an \
+             instance is released after a single idle poll, and a build a runner takes before \
+             the next poll is exposed until then; make the grace period a few intervals long",
+            protection.idle_grace.as_secs_f64(),
+            interval.as_secs_f64()
+        );
+    }
     let poller = match startup::poller(&config).await {
         Ok(poller) => poller,
         Err(err @ (StartupError::NoRegion | StartupError::BadRegion(_) | StartupError::Aws(_))) => {

@@ -774,7 +774,9 @@ fn check_protection(args: &Args, problem: &mut Problem<'_>) -> Option<Protection
     let mut ok = true;
     let mut groups: Vec<String> = Vec::new();
     for item in raw.split(',').map(str::trim) {
-        if item.is_empty() {
+        if item.is_empty() && !ok {
+            // Said once is enough.
+        } else if item.is_empty() {
             problem(GROUPS, "--protect-groups", "has an empty item; write group names separated by single commas, e.g. drone-standard,drone-gpu".into());
             ok = false;
         } else if item.len() > 255 || item.chars().any(char::is_control) {
@@ -784,6 +786,17 @@ fn check_protection(args: &Args, problem: &mut Problem<'_>) -> Option<Protection
                 format!(
                     "{:?} is not an Auto Scaling group name (1 to 255 characters, no control characters)",
                     crate::drone::printable(item, 60)
+                ),
+            );
+            ok = false;
+        } else if item.starts_with("arn:") {
+            problem(
+                GROUPS,
+                "--protect-groups",
+                format!(
+                    "{:?} is an ARN; give the group's name (what follows \
+                     autoScalingGroupName/), e.g. drone-standard",
+                    crate::drone::printable(item, 100)
                 ),
             );
             ok = false;
@@ -1101,6 +1114,14 @@ mod tests {
         type Case<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a str, &'a str);
         let cases: &[Case<'_>] = &[
             (Some("a,,b"), None, None, "SCALE_IN_PROTECTION_GROUPS", "empty item"),
+            (Some(",,"), None, None, "SCALE_IN_PROTECTION_GROUPS", "empty item"),
+            (
+                Some("arn:aws:autoscaling:us-east-1:1:autoScalingGroup:x:autoScalingGroupName/w"),
+                None,
+                None,
+                "SCALE_IN_PROTECTION_GROUPS",
+                "is an ARN; give the group's name",
+            ),
             (Some("a,b,a"), None, None, "SCALE_IN_PROTECTION_GROUPS", "names \"a\" twice"),
             (
                 Some("a\tb"),

@@ -203,6 +203,17 @@ pub struct IdleClock {
     idle_since: HashMap<String, Instant>,
 }
 
+/// How much the instances say about which runner is where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sight {
+    /// Ids, host names, IPs and tags: every way a runner may be named.
+    Full,
+    /// Only the ids (EC2 could not be read): an instance that matches no
+    /// runner may still hold one named by host name, so it is not known to
+    /// be idle.
+    IdsOnly,
+}
+
 /// Plans the changes of one poll at `now`: busy instances are protected
 /// and idle ones unprotected once idle for `grace`. Only in-service
 /// instances can change; nothing outside `instances` is ever touched.
@@ -212,6 +223,7 @@ pub fn plan(
     clock: &mut IdleClock,
     now: Instant,
     grace: Duration,
+    sight: Sight,
 ) -> ProtectionPlan {
     let matches = match_runners(busy, instances);
     let mut plan = ProtectionPlan {
@@ -242,6 +254,12 @@ pub fn plan(
                     runners: runners.clone(),
                 });
             }
+            continue;
+        }
+        if sight == Sight::IdsOnly {
+            // Not known to be idle: no release, and its idle time starts
+            // again once it can be seen.
+            clock.idle_since.remove(&instance.id);
             continue;
         }
         let since = *clock.idle_since.entry(instance.id.clone()).or_insert(now);
@@ -405,6 +423,7 @@ mod tests {
             &mut IdleClock::default(),
             Instant::now(),
             Duration::from_secs(120),
+            Sight::Full,
         );
         let protected: Vec<&str> = plan.changes.iter().map(|c| c.instance.as_str()).collect();
         assert_eq!(protected, ["i-0aaaaaaaaaaaaaaa1", "i-0bbbbbbbbbbbbbbb2"]);
@@ -443,6 +462,7 @@ mod tests {
             &mut clock,
             now,
             Duration::ZERO,
+            Sight::Full,
         );
         assert!(plan.changes.is_empty(), "{plan:?}");
         assert_eq!(plan.unprotectable.len(), 1);
@@ -524,7 +544,8 @@ mod tests {
             let now = self.start + Duration::from_secs(at);
             let mut runners: BTreeSet<String> = busy.iter().map(|&i| self.runner(i)).collect();
             runners.extend(ghosts.iter().map(|g| g.to_string()));
-            let plan = plan(&runners, &self.instances, &mut self.clock, now, self.grace);
+            let plan =
+                plan(&runners, &self.instances, &mut self.clock, now, self.grace, Sight::Full);
             let calls = calls(&plan.changes);
             self.calls.push(calls.len());
             for call in &calls {
@@ -617,11 +638,54 @@ mod tests {
             (1..=3).map(|i| instance(&format!("i-{i:017x}"), "workers", true)).collect();
         let start = Instant::now();
         let mut clock = IdleClock::default();
-        let first = plan(&names(&[]), &instances, &mut clock, start, grace);
+        let first = plan(&names(&[]), &instances, &mut clock, start, grace, Sight::Full);
         assert!(first.changes.is_empty());
         assert_eq!(first.in_grace, 3);
-        let later = plan(&names(&[]), &instances, &mut clock, start + grace, grace);
+        let later = plan(&names(&[]), &instances, &mut clock, start + grace, grace, Sight::Full);
         assert_eq!(later.changes.len(), 3);
         assert!(later.changes.iter().all(|c| !c.protect));
+    }
+
+    #[test]
+    fn without_ec2_nothing_is_released_and_idle_time_starts_again() {
+        let grace = Duration::from_secs(60);
+        let mut host_named = Instance {
+            id: "i-0aaaaaaaaaaaaaaa1".into(),
+            group: "w".into(),
+            lifecycle_state: "InService".into(),
+            protected: true,
+            ..Instance::default()
+        };
+        let by_id =
+            Instance { id: "i-0bbbbbbbbbbbbbbb2".into(), protected: false, ..host_named.clone() };
+        let start = Instant::now();
+        let mut clock = IdleClock::default();
+        let busy: BTreeSet<String> =
+            ["i-0bbbbbbbbbbbbbbb2".to_string(), "ip-10-0-0-1".to_string()].into();
+        // EC2 is down: the runner named by host name cannot be placed. The
+        // instance named by id is still protected; the other is not released,
+        // however long it has looked idle.
+        for minute in 0..5 {
+            let at = start + Duration::from_secs(60 * minute);
+            let plan = plan(
+                &busy,
+                &[host_named.clone(), by_id.clone()],
+                &mut clock,
+                at,
+                grace,
+                Sight::IdsOnly,
+            );
+            assert_eq!(plan.changes.len(), 1, "{plan:?}");
+            assert!(plan.changes[0].protect && plan.changes[0].instance == by_id.id);
+        }
+        // EC2 answers again and the build has finished: the grace period
+        // starts now, not when EC2 went down.
+        host_named.private_dns_name = Some("ip-10-0-0-1.ec2.internal".into());
+        let back = start + Duration::from_secs(300);
+        let idle: BTreeSet<String> = BTreeSet::new();
+        let plan_now = plan(&idle, &[host_named.clone()], &mut clock, back, grace, Sight::Full);
+        assert!(plan_now.changes.is_empty(), "{plan_now:?}");
+        let later = plan(&idle, &[host_named], &mut clock, back + grace, grace, Sight::Full);
+        assert_eq!(later.changes.len(), 1);
     }
 }

@@ -8,7 +8,7 @@ use aws_sdk_cloudwatch::primitives::{DateTime, DateTimeFormat};
 use serde::Serialize;
 
 use crate::aggregate::GroupCounts;
-use crate::asg::ProtectionReport;
+use crate::asg::{ProtectionReport, shown};
 use crate::cloudwatch::batches;
 use crate::metrics::METRICS;
 use crate::poll::PollOutcome;
@@ -54,6 +54,8 @@ pub struct ProtectionSummary {
     pub protected: usize,
     /// Instances unprotected by this poll (to be, in a dry run).
     pub unprotected: usize,
+    /// Changes that failed.
+    pub failed: usize,
     /// Busy runner names that matched no instance.
     pub unmatched_runners: usize,
     /// `SetInstanceProtection` calls made (to be made, in a dry run).
@@ -62,12 +64,14 @@ pub struct ProtectionSummary {
 
 impl ProtectionSummary {
     fn of(report: &ProtectionReport) -> ProtectionSummary {
-        let protected = report.plan.changes.iter().filter(|c| c.protect).count();
+        let made = || report.plan.changes.iter().filter(|c| !report.failed.contains(&c.instance));
+        let protected = made().filter(|c| c.protect).count();
         ProtectionSummary {
             instances: report.plan.instances,
             busy: report.plan.busy,
             protected,
-            unprotected: report.plan.changes.len() - protected,
+            unprotected: made().count() - protected,
+            failed: report.failed.len(),
             unmatched_runners: report.plan.unmatched.len(),
             calls: report.calls,
         }
@@ -224,10 +228,15 @@ fn protection_table(out: &mut String, report: &ProtectionReport) {
     );
     for change in &plan.changes {
         let why = match &change.reason {
-            Reason::Busy { runners } => format!("busy: runner {}", runners.join(", ")),
+            Reason::Busy { runners } => format!("busy: runner {}", shown_list(runners)),
             Reason::Idle { for_at_least } => format!("idle for {} s", for_at_least.as_secs()),
         };
-        let verb = if change.protect { protect } else { unprotect };
+        let verb = match (change.protect, report.failed.contains(&change.instance)) {
+            (true, false) => protect,
+            (false, false) => unprotect,
+            (true, true) => "FAILED protect",
+            (false, true) => "FAILED unprotect",
+        };
         let _ = writeln!(out, "  {verb:<15}  {}  {}  ({why})", change.instance, change.group);
     }
     for instance in &plan.unprotectable {
@@ -237,7 +246,7 @@ fn protection_table(out: &mut String, report: &ProtectionReport) {
             "cannot protect",
             instance.instance,
             instance.group,
-            instance.runners.join(", "),
+            shown_list(&instance.runners),
             instance.lifecycle_state
         );
     }
@@ -245,9 +254,13 @@ fn protection_table(out: &mut String, report: &ProtectionReport) {
         let _ = writeln!(
             out,
             "  Busy runners matching no instance of the groups: {}",
-            plan.unmatched.join(", ")
+            shown_list(&plan.unmatched)
         );
     }
+}
+
+fn shown_list(names: &[String]) -> String {
+    names.iter().map(|n| shown(n)).collect::<Vec<_>>().join(", ")
 }
 
 #[derive(Serialize)]
@@ -297,6 +310,9 @@ struct JsonChange<'a> {
     instance: &'a str,
     group: &'a str,
     protect: bool,
+    /// The call for this change failed.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    failed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     runners: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -354,6 +370,7 @@ fn json_report<'a>(outcome: &'a PollOutcome, namespace: &'a str) -> JsonReport<'
                 instance: &c.instance,
                 group: &c.group,
                 protect: c.protect,
+                failed: report.failed.contains(&c.instance),
                 runners: match &c.reason {
                     Reason::Busy { runners } => Some(runners),
                     Reason::Idle { .. } => None,
@@ -374,5 +391,76 @@ fn json_report<'a>(outcome: &'a PollOutcome, namespace: &'a str) -> JsonReport<'
         groups,
         rejected,
         protection,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::protection::{Change, ProtectionPlan};
+
+    fn outcome(protection: ProtectionReport) -> PollOutcome {
+        PollOutcome {
+            timestamp: SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            counts: Default::default(),
+            plan: Default::default(),
+            published: None,
+            emf_lines: None,
+            fetch_time: Duration::ZERO,
+            publish_time: Duration::ZERO,
+            protection: Some(protection),
+        }
+    }
+
+    fn change(instance: &str, protect: bool) -> Change {
+        Change {
+            instance: instance.into(),
+            group: "workers".into(),
+            protect,
+            reason: if protect {
+                Reason::Busy { runners: vec!["runner\nFAKE ERROR".into()] }
+            } else {
+                Reason::Idle { for_at_least: Duration::from_secs(150) }
+            },
+        }
+    }
+
+    #[test]
+    fn a_failed_change_is_reported_as_failed_not_made() {
+        let report = ProtectionReport {
+            plan: ProtectionPlan {
+                changes: vec![change("i-1", true), change("i-2", true), change("i-3", false)],
+                instances: 3,
+                busy: 2,
+                ..ProtectionPlan::default()
+            },
+            calls: 1,
+            reads: 1,
+            applied: true,
+            failed: ["i-2".to_string()].into(),
+        };
+        let outcome = outcome(report);
+        let table = table(&outcome, "Drone");
+        assert!(table.contains("  protected        i-1  workers"), "{table}");
+        assert!(table.contains("  FAILED protect   i-2  workers"), "{table}");
+        assert!(table.contains("  unprotected      i-3  workers  (idle for 150 s)"), "{table}");
+        // A runner name from the queue cannot start a line of its own.
+        assert!(table.contains(r"(busy: runner runner\nFAKE ERROR)"), "{table}");
+        assert!(!table.lines().any(|l| l.starts_with("FAKE")), "{table}");
+        let doc: serde_json::Value = serde_json::from_str(&json(&outcome, "Drone")).unwrap();
+        assert_eq!(
+            doc["summary"]["protection"],
+            serde_json::json!({"instances": 3, "busy": 2, "protected": 1, "unprotected": 1,
+                               "failed": 1, "unmatched_runners": 0, "calls": 1})
+        );
+        let failed: Vec<bool> = doc["protection"]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.get("failed").is_some_and(|f| f == true))
+            .collect();
+        assert_eq!(failed, [false, true, false]);
     }
 }

@@ -276,7 +276,7 @@ fn a_dry_run_plans_the_changes_and_makes_none() {
     );
     assert_eq!(
         doc["summary"]["protection"],
-        json!({"instances": 2, "busy": 1, "protected": 1, "unprotected": 0,
+        json!({"instances": 2, "busy": 1, "protected": 1, "unprotected": 0, "failed": 0,
                "unmatched_runners": 0, "calls": 1})
     );
     assert!(protected(&aws.workers(&group)).is_empty(), "a dry run changed protection");
@@ -304,7 +304,7 @@ fn a_group_that_does_not_exist_fails_protection_but_not_the_metrics() {
     let run = run(&env(&drone, &ns, &format!("{group},{missing}"), &[]), &[]);
     // Exit status bit 4: protection failed; the metrics went out.
     assert_eq!(run.code, Some(4), "{}", run.stderr);
-    assert!(run.stderr.contains(&format!("do not exist in this account and region: {missing}")));
+    assert!(run.stderr.contains(&format!("were not found in this account and region: {missing}")));
     assert_eq!(busy_of(&sums(&stored(&ns), 1.0)), 1.0);
     // The group that exists was still protected.
     assert_eq!(protected(&aws.workers(&group)), ids(&workers[..1]));
@@ -442,4 +442,30 @@ fn the_daemon_remembers_idle_instances_across_polls_and_releases_them_after_the_
     for line in released {
         assert!(line.contains("poll{n=3}") || line.contains("poll{n=4}"), "{line}");
     }
+}
+
+#[test]
+fn a_hanging_ec2_cannot_keep_a_runner_named_by_id_unprotected() {
+    let aws = Aws::new();
+    let group = group_name("ec2-hangs");
+    aws.group(&group, 3, false);
+    let workers = aws.workers(&group);
+    // One runner named by instance id, one by host name (which needs EC2).
+    let drone = serve(&queue(&[&workers[0].id, &workers[1].dns], &[]));
+    // Takes connections and never answers.
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ns = namespace("ec2-hangs");
+    let mut env = env(&drone, &ns, &group, &[]);
+    env.push(("AWS_ENDPOINT_URL_EC2".into(), format!("http://{}", hang.local_addr().unwrap())));
+    let api = lambda_api(&json!([{}]), 4_000);
+    let function = spawn(&crate::lambda::lambda_env(&api, env));
+    let (answers, _) = crate::lambda::invoke_all(&api, function, 1);
+    assert_eq!(answers[0]["body"]["errorType"], "ScaleInProtectionFailed", "{}", answers[0]);
+    let message = answers[0]["body"]["errorMessage"].as_str().unwrap();
+    assert!(message.contains("could not read the instances' host names from EC2"), "{message}");
+    // The runner named by id was protected before EC2 was asked; nothing
+    // was released; the metrics went out.
+    assert_eq!(protected(&aws.workers(&group)), ids(&workers[..1]));
+    assert_eq!(busy_of(&sums(&stored(&ns), 1.0)), 2.0);
+    drop(hang);
 }
