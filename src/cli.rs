@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, EXIT_CONFIG};
 use crate::daemon;
-use crate::startup::{self, StartupError};
+use crate::startup;
 
 /// Exit status of a poll that failed (queue unreadable or publish refused).
 pub const EXIT_POLL_FAILED: u8 = 1;
@@ -50,7 +50,7 @@ pub async fn run(config: Config) -> ExitCode {
     }
     let poller = match startup::poller(&config).await {
         Ok(poller) => poller,
-        Err(err @ (StartupError::NoRegion | StartupError::BadRegion(_) | StartupError::Aws(_))) => {
+        Err(err) if err.is_configuration() => {
             eprintln!("drone-queue-cloudwatch: {err}");
             return ExitCode::from(EXIT_CONFIG as u8);
         }

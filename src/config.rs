@@ -18,9 +18,12 @@ use crate::sinks::{SinkKind, SinkSet, parse_sinks};
 pub const EXIT_CONFIG: i32 = 2;
 
 /// Every variable the program reads itself (the AWS SDK reads its own).
-pub const VARIABLES: [&str; 15] = [
+pub const VARIABLES: [&str; 18] = [
     "DRONE_SERVER",
     "DRONE_TOKEN",
+    "DRONE_TOKEN_SSM_PARAMETER",
+    "DRONE_TOKEN_SECRET_ID",
+    "DRONE_TOKEN_SECRET_KEY",
     "CLOUDWATCH_METRICS_NAMESPACE",
     "DRONE_TIMEOUT",
     "METRICS_LABEL_KEYS",
@@ -64,6 +67,21 @@ pub struct Args {
     #[arg(long, env = "DRONE_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub drone_token: Option<String>,
 
+    /// Read the token from this SSM Parameter Store parameter (name or ARN;
+    /// a SecureString, decrypted) instead of DRONE_TOKEN
+    #[arg(long, env = "DRONE_TOKEN_SSM_PARAMETER", value_name = "NAME")]
+    pub drone_token_ssm_parameter: Option<String>,
+
+    /// Read the token from this Secrets Manager secret (name or ARN) instead
+    /// of DRONE_TOKEN
+    #[arg(long, env = "DRONE_TOKEN_SECRET_ID", value_name = "SECRET")]
+    pub drone_token_secret_id: Option<String>,
+
+    /// The secret is a JSON object and the token is this key's value
+    /// (with --drone-token-secret-id only)
+    #[arg(long, env = "DRONE_TOKEN_SECRET_KEY", value_name = "KEY")]
+    pub drone_token_secret_key: Option<String>,
+
     /// CloudWatch namespace the metrics are published to
     #[arg(
         long = "namespace",
@@ -93,8 +111,9 @@ pub struct Args {
     #[arg(long, env = "METRICS_KNOWN_GROUPS", value_name = "GROUPS")]
     pub known_groups: Option<String>,
 
-    /// Read the queue and print what would be published; needs no AWS
-    /// credentials and sends nothing to CloudWatch
+    /// Read the queue and print what would be published; sends nothing to
+    /// CloudWatch, and needs no AWS credentials unless the token is kept in
+    /// AWS
     #[arg(long)]
     pub dry_run: bool,
 
@@ -317,13 +336,68 @@ impl fmt::Debug for Token {
     }
 }
 
+/// Where the Drone token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `DRONE_TOKEN` (or `--drone-token`) itself.
+    Given(Token),
+    /// An SSM Parameter Store parameter, by name or ARN.
+    SsmParameter(String),
+    /// A Secrets Manager secret, by name or ARN; with a key, the secret is a
+    /// JSON object and the token is that key's value.
+    Secret {
+        /// The secret's name or ARN.
+        id: String,
+        /// The JSON key holding the token.
+        key: Option<String>,
+    },
+}
+
+impl TokenSource {
+    /// The token, when it was given rather than to be read from AWS.
+    pub fn given(&self) -> Option<&Token> {
+        match self {
+            TokenSource::Given(token) => Some(token),
+            _ => None,
+        }
+    }
+
+    /// The variable that names the source, for messages.
+    pub fn variable(&self) -> (&'static str, &'static str) {
+        match self {
+            TokenSource::Given(_) => ("DRONE_TOKEN", "--drone-token"),
+            TokenSource::SsmParameter(_) => {
+                ("DRONE_TOKEN_SSM_PARAMETER", "--drone-token-ssm-parameter")
+            }
+            TokenSource::Secret { .. } => ("DRONE_TOKEN_SECRET_ID", "--drone-token-secret-id"),
+        }
+    }
+}
+
+/// Where the token is, never the token itself.
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |text: &str| crate::drone::printable(text, 300);
+        match self {
+            TokenSource::Given(_) => f.write_str("DRONE_TOKEN"),
+            TokenSource::SsmParameter(name) => write!(f, "SSM parameter {}", shown(name)),
+            TokenSource::Secret { id, key: None } => {
+                write!(f, "Secrets Manager secret {}", shown(id))
+            }
+            TokenSource::Secret { id, key: Some(key) } => {
+                write!(f, "key {:?} of Secrets Manager secret {}", shown(key), shown(id))
+            }
+        }
+    }
+}
+
 /// Checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Base URL of the Drone server, without a trailing slash.
     pub drone_server: Url,
-    /// Admin token for the queue API.
-    pub drone_token: Token,
+    /// Admin token for the queue API, or where to read it.
+    pub drone_token: TokenSource,
     /// CloudWatch namespace.
     pub namespace: String,
     /// Upper bound for reading the queue.
@@ -458,25 +532,7 @@ impl Config {
             },
         };
 
-        let drone_token = match args.drone_token.as_deref().map(Token::new) {
-            None => {
-                problem(
-                    "DRONE_TOKEN",
-                    "--drone-token",
-                    "not set; set it to the API token of a Drone admin \
-                     (shown on the account page of the Drone UI)"
-                        .into(),
-                );
-                None
-            }
-            Some(token) => match check_token(&token) {
-                Ok(()) => Some(token),
-                Err(why) => {
-                    problem("DRONE_TOKEN", "--drone-token", why);
-                    None
-                }
-            },
-        };
+        let drone_token = check_token_source(args, env, &mut problem);
 
         let in_lambda = env("AWS_LAMBDA_RUNTIME_API").is_some();
         let interval = check_interval(args, in_lambda, &mut problem);
@@ -607,9 +663,11 @@ impl Config {
             }
         };
         let protection = check_protection(args, &mut problem);
-        // Only PutMetricData and protection use the AWS SDK; EMF lines need
-        // no AWS set-up.
-        if sinks.has(SinkKind::CloudWatch) || protection.is_some() {
+        // Only PutMetricData, protection and a token kept in AWS use the AWS
+        // SDK; EMF lines need no AWS set-up. A dry run still reads such a
+        // token.
+        let token_in_aws = drone_token.as_ref().is_some_and(|t| t.given().is_none());
+        if sinks.has(SinkKind::CloudWatch) || protection.is_some() || token_in_aws {
             for (variable, why) in aws_problems(env) {
                 problem(variable, "read by the AWS SDK", why);
             }
@@ -618,7 +676,7 @@ impl Config {
         // Values that end up in metrics or on standard output must not carry
         // the token (pasted into the wrong variable, say); and no message
         // about any value may repeat it.
-        if let Some(token) = &drone_token {
+        if let Some(TokenSource::Given(token)) = &drone_token {
             for (variable, flag, value) in [
                 ("CLOUDWATCH_METRICS_NAMESPACE", "--namespace", &args.namespace),
                 ("METRICS_LABEL_KEYS", "--label-keys", &args.label_keys),
@@ -666,6 +724,134 @@ impl Config {
 }
 
 type Problem<'a> = dyn FnMut(&'static str, &'static str, String) + 'a;
+
+/// The variables and flags that say where the token is.
+const TOKEN_SOURCES: [(&str, &str); 3] = [
+    ("DRONE_TOKEN", "--drone-token"),
+    ("DRONE_TOKEN_SSM_PARAMETER", "--drone-token-ssm-parameter"),
+    ("DRONE_TOKEN_SECRET_ID", "--drone-token-secret-id"),
+];
+
+/// Where the token comes from: exactly one of `DRONE_TOKEN`,
+/// `DRONE_TOKEN_SSM_PARAMETER` and `DRONE_TOKEN_SECRET_ID`, the key only
+/// with the secret. A token given outright is checked here; one kept in AWS
+/// is checked the same way once read.
+fn check_token_source(
+    args: &Args,
+    env: &dyn Fn(&str) -> Option<String>,
+    problem: &mut Problem<'_>,
+) -> Option<TokenSource> {
+    // The parser leaves out a variable that is not UTF-8; it is still set,
+    // and must not be reported as missing (nor silently ignored).
+    let not_utf8 = |variable: &str| env(variable).is_some_and(|v| v.contains('\u{FFFD}'));
+    // `None`: not set; `Some(None)`: set, but a problem was reported.
+    let mut named =
+        |value: &Option<String>, (variable, flag): (&'static str, &'static str)| match value
+            .as_deref()
+            .map(str::trim)
+        {
+            None if not_utf8(variable) => {
+                problem(variable, flag, NOT_UTF8.to_string());
+                Some(None)
+            }
+            None => None,
+            Some("") => {
+                problem(variable, flag, "is empty; set it, or unset it".to_string());
+                Some(None)
+            }
+            Some(value) => Some(Some(value.to_string())),
+        };
+    let [given_names, ssm_names, secret_names] = TOKEN_SOURCES;
+    let ssm = named(&args.drone_token_ssm_parameter, ssm_names);
+    let secret = named(&args.drone_token_secret_id, secret_names);
+    let key =
+        named(&args.drone_token_secret_key, ("DRONE_TOKEN_SECRET_KEY", "--drone-token-secret-key"));
+    // Names and ARNs of parameters and secrets are printable ASCII; a space
+    // or a control character is a copy-and-paste accident.
+    for (value, (variable, flag)) in [(&ssm, ssm_names), (&secret, secret_names)] {
+        if let Some(Some(value)) = value
+            && !value.bytes().all(|b| b.is_ascii_graphic())
+        {
+            problem(
+                variable,
+                flag,
+                format!(
+                    "{:?} contains spaces, control characters or non-ASCII characters, which \
+                     no parameter or secret name or ARN has",
+                    crate::drone::printable(value, 100)
+                ),
+            );
+        }
+    }
+
+    let given = args.drone_token.as_deref().map(Token::new);
+    let set: Vec<(&str, &str)> = [
+        (given.is_some() || not_utf8(given_names.0), given_names),
+        (ssm.is_some(), ssm_names),
+        (secret.is_some(), secret_names),
+    ]
+    .into_iter()
+    .filter_map(|(set, names)| set.then_some(names))
+    .collect();
+    if key.is_some() && secret.is_none() {
+        problem(
+            "DRONE_TOKEN_SECRET_KEY",
+            "--drone-token-secret-key",
+            "is set but DRONE_TOKEN_SECRET_ID is not; the key picks the token out of a \
+             secret's JSON: set DRONE_TOKEN_SECRET_ID too, or unset DRONE_TOKEN_SECRET_KEY"
+                .into(),
+        );
+    }
+    match set.as_slice() {
+        [] => {
+            problem(
+                given_names.0,
+                given_names.1,
+                "not set; set it to the API token of a Drone admin (shown on the account page \
+                 of the Drone UI), or keep the token in AWS and set DRONE_TOKEN_SSM_PARAMETER \
+                 or DRONE_TOKEN_SECRET_ID instead"
+                    .into(),
+            );
+            return None;
+        }
+        [_] => {}
+        [first @ .., (variable, flag)] => {
+            let others: Vec<&str> = first.iter().map(|(variable, _)| *variable).collect();
+            problem(
+                variable,
+                flag,
+                format!(
+                    "is set together with {}; the token comes from one place only: set just \
+                     one of DRONE_TOKEN, DRONE_TOKEN_SSM_PARAMETER and DRONE_TOKEN_SECRET_ID",
+                    others.join(" and ")
+                ),
+            );
+            return None;
+        }
+    }
+
+    if let Some(token) = given {
+        return match check_token(&token) {
+            Ok(()) => Some(TokenSource::Given(token)),
+            Err(why) => {
+                problem(given_names.0, given_names.1, why);
+                None
+            }
+        };
+    }
+    let valid = |name: &Option<String>| {
+        name.as_ref().filter(|n| n.bytes().all(|b| b.is_ascii_graphic())).cloned()
+    };
+    if let Some(name) = ssm {
+        return valid(&name).map(TokenSource::SsmParameter);
+    }
+    let id = valid(&secret?)?;
+    match key {
+        None => Some(TokenSource::Secret { id, key: None }),
+        Some(Some(key)) => Some(TokenSource::Secret { id, key: Some(key) }),
+        Some(None) => None,
+    }
+}
 
 /// `POLL_INTERVAL`: from 1 s to a day, and not in Lambda, where the
 /// schedule that invokes the function is the interval.
@@ -898,7 +1084,13 @@ fn parse_server_url(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn check_token(token: &Token) -> Result<(), String> {
+/// Whether `token` can be a Drone API token.
+///
+/// # Errors
+///
+/// What is wrong with it (never the token itself), to follow the name of
+/// where it came from.
+pub fn check_token(token: &Token) -> Result<(), String> {
     let value = token.expose();
     if value.is_empty() {
         return Err("is empty; set it to the API token of a Drone admin".into());
@@ -934,6 +1126,8 @@ fn aws_problems(env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, Stri
         "AWS_ENDPOINT_URL_CLOUDWATCH",
         "AWS_ENDPOINT_URL_AUTO_SCALING",
         "AWS_ENDPOINT_URL_EC2",
+        "AWS_ENDPOINT_URL_SSM",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER",
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
         "AWS_MAX_ATTEMPTS",
@@ -949,6 +1143,8 @@ fn aws_problems(env: &dyn Fn(&str) -> Option<String>) -> Vec<(&'static str, Stri
         "AWS_ENDPOINT_URL_CLOUDWATCH",
         "AWS_ENDPOINT_URL_AUTO_SCALING",
         "AWS_ENDPOINT_URL_EC2",
+        "AWS_ENDPOINT_URL_SSM",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER",
     ] {
         let Some(value) = env(variable) else { continue };
         if !is_http_url(&value) {
@@ -1059,6 +1255,9 @@ mod tests {
         Args {
             drone_server: server.map(String::from),
             drone_token: token.map(String::from),
+            drone_token_ssm_parameter: None,
+            drone_token_secret_id: None,
+            drone_token_secret_key: None,
             namespace: ns.map(String::from),
             drone_timeout: "10s".into(),
             label_keys: None,
@@ -1196,7 +1395,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(cfg.drone_server.as_str(), "https://drone.example.com/ci");
-        assert_eq!(cfg.drone_token.expose(), "abc12345");
+        assert_eq!(cfg.drone_token.given().map(Token::expose), Some("abc12345"));
         assert_eq!(cfg.drone_timeout, Duration::from_secs(10));
     }
 
@@ -1478,6 +1677,87 @@ mod tests {
             assert!(envs.iter().any(|e| e == variable), "{variable} has no flag");
         }
         assert_eq!(envs.len(), VARIABLES.len());
+    }
+
+    /// `valid()` with the token kept in AWS: `ssm`, `secret` and `key` set
+    /// these, and `token` keeps `DRONE_TOKEN`.
+    fn kept(token: bool, ssm: Option<&str>, secret: Option<&str>, key: Option<&str>) -> Args {
+        let mut a = valid();
+        if !token {
+            a.drone_token = None;
+        }
+        a.drone_token_ssm_parameter = ssm.map(String::from);
+        a.drone_token_secret_id = secret.map(String::from);
+        a.drone_token_secret_key = key.map(String::from);
+        a
+    }
+
+    #[test]
+    fn the_token_comes_from_exactly_one_place() {
+        let aws = [("AWS_REGION", "eu-west-1")];
+        let cfg = check_env(&kept(false, Some(" /drone/token\n"), None, None), &aws).unwrap();
+        assert_eq!(cfg.drone_token, TokenSource::SsmParameter("/drone/token".into()));
+        let cfg = check_env(&kept(false, None, Some("ci/drone"), Some("token")), &aws).unwrap();
+        assert_eq!(
+            cfg.drone_token,
+            TokenSource::Secret { id: "ci/drone".into(), key: Some("token".into()) }
+        );
+        assert_eq!(cfg.drone_token.to_string(), "key \"token\" of Secrets Manager secret ci/drone");
+        let cfg = check_env(&kept(false, None, Some("arn:aws:secretsmanager:x"), None), &aws);
+        assert_eq!(cfg.unwrap().drone_token.given(), None);
+
+        let err = check(&kept(false, None, None, None)).unwrap_err();
+        assert_eq!(variables(&err), ["DRONE_TOKEN"]);
+        assert!(err.to_string().contains("DRONE_TOKEN_SSM_PARAMETER or DRONE_TOKEN_SECRET_ID"));
+
+        let err = check_env(&kept(true, Some("/p"), None, None), &aws).unwrap_err();
+        assert_eq!(variables(&err), ["DRONE_TOKEN_SSM_PARAMETER"]);
+        assert!(err.to_string().contains("is set together with DRONE_TOKEN;"), "{err}");
+        // The token given is never repeated, even here.
+        assert!(!err.to_string().contains("token-123"), "{err}");
+        let err = check_env(&kept(true, Some("/p"), Some("s"), None), &aws).unwrap_err();
+        assert_eq!(variables(&err), ["DRONE_TOKEN_SECRET_ID"]);
+        assert!(
+            err.to_string().contains("together with DRONE_TOKEN and DRONE_TOKEN_SSM_PARAMETER;"),
+            "{err}"
+        );
+
+        let err = check_env(&kept(false, Some("/p"), None, Some("token")), &aws).unwrap_err();
+        assert_eq!(variables(&err), ["DRONE_TOKEN_SECRET_KEY"]);
+        let err = check_env(&kept(false, None, Some(" "), Some(" ")), &aws).unwrap_err();
+        assert_eq!(variables(&err), ["DRONE_TOKEN_SECRET_ID", "DRONE_TOKEN_SECRET_KEY"]);
+        assert!(err.to_string().contains("is empty"), "{err}");
+        let err = check_env(&kept(false, Some("/drone token"), None, None), &aws).unwrap_err();
+        assert_eq!(variables(&err), ["DRONE_TOKEN_SSM_PARAMETER"]);
+        assert!(err.to_string().contains("contains spaces"), "{err}");
+    }
+
+    #[test]
+    fn a_token_kept_in_aws_needs_the_aws_settings_even_in_a_dry_run() {
+        let mut a = kept(false, Some("/drone/token"), None, None);
+        a.dry_run = true;
+        a.sinks = Some("emf".into());
+        let err =
+            check_env(&a, &[("AWS_REGION", ""), ("AWS_ENDPOINT_URL_SSM", "moto")]).unwrap_err();
+        assert_eq!(variables(&err), ["AWS_ENDPOINT_URL_SSM", "AWS_REGION"]);
+        let secret = kept(false, None, Some("ci/drone"), None);
+        let err = check_env(&secret, &[("AWS_ENDPOINT_URL_SECRETS_MANAGER", "x")]).unwrap_err();
+        assert_eq!(variables(&err), ["AWS_ENDPOINT_URL_SECRETS_MANAGER"]);
+        // A token given outright still needs no AWS in a dry run.
+        let mut given = valid();
+        given.dry_run = true;
+        assert!(check_env(&given, &[("AWS_REGION", "")]).is_ok());
+    }
+
+    #[test]
+    fn a_token_source_that_is_not_utf8_is_reported_as_such_not_as_missing() {
+        // The parser left the variable out; the check sees it, lossily.
+        let err = Config::check(&kept(false, None, None, None), &|name| {
+            (name == "DRONE_TOKEN_SECRET_ID").then(|| "ci/\u{FFFD}".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(variables(&err), ["DRONE_TOKEN_SECRET_ID"]);
+        assert!(err.to_string().contains("not valid UTF-8"), "{err}");
     }
 
     #[test]

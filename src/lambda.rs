@@ -5,8 +5,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use tracing::Instrument;
 
-use crate::poll::{PollError, Poller};
+use crate::poll::PollError;
 use crate::report::Summary;
+use crate::startup::LambdaPoller;
 
 /// Time kept back before the invocation's deadline, so that the answer
 /// (success or error) reaches Lambda before it stops the function.
@@ -47,19 +48,20 @@ pub fn check_environment(env: &dyn Fn(&str) -> Option<String>) -> Result<(), Str
 /// With a configuration error the runtime is still served, and every
 /// invocation fails with the error's text: that puts the cause in the
 /// invocation result and the logs, where a crashed runtime would show only
-/// an exit status.
+/// an exit status. So does a token that could not be read, which each
+/// invocation tries to read again.
 ///
 /// # Errors
 ///
 /// When the Runtime API cannot be reached.
-pub async fn serve(poller: Result<Poller, String>) -> Result<(), lambda_runtime::Error> {
+pub async fn serve(poller: LambdaPoller) -> Result<(), lambda_runtime::Error> {
     let poller = &poller;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let span = tracing::info_span!("poll", request_id = %event.context.request_id);
         async {
-            let poller = poller.as_ref().map_err(|config| Diagnostic {
-                error_type: "ConfigurationError".into(),
-                error_message: config.clone(),
+            let poller = poller.get().await.map_err(|why| Diagnostic {
+                error_type: why.error_type.into(),
+                error_message: why.message,
             })?;
             let deadline = deadline_instant(event.context.deadline);
             let polled = poller.poll(deadline).await;

@@ -40,5 +40,6 @@ pub mod prometheus;
 pub mod protection;
 pub mod report;
 pub mod routing;
+pub mod secret;
 pub mod sinks;
 pub mod startup;

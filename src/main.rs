@@ -46,13 +46,12 @@ fn main() -> ExitCode {
             tracing::error!("{err}");
             return ExitCode::from(EXIT_CONFIG as u8);
         }
-        let poller = config.and_then(|config| {
-            startup::log_start("lambda", &config);
-            runtime.block_on(startup::poller(&config)).map_err(|e| e.to_string())
-        });
-        if let Err(err) = &poller {
-            tracing::error!("{err}");
+        match &config {
+            Ok(config) => startup::log_start("lambda", config),
+            Err(err) => tracing::error!("{err}"),
         }
+        // The token is read here, at init, once per container.
+        let poller = runtime.block_on(startup::LambdaPoller::init(config));
         return match runtime.block_on(lambda::serve(poller)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
