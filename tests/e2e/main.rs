@@ -10,3 +10,4 @@ mod protection;
 mod readback;
 mod routing;
 mod support;
+mod token;

@@ -73,7 +73,7 @@ pub struct StandIn {
 }
 
 impl StandIn {
-    fn start(script: &str, args: &[String]) -> StandIn {
+    pub fn start(script: &str, args: &[String]) -> StandIn {
         let mut child = Command::new("python3")
             .arg(repo().join("tests/standin").join(script))
             .args(["--port", "0"])
