@@ -155,7 +155,8 @@ pub enum SourceError {
     /// 401.
     #[error(
         "the Drone server at {url} does not know the token (401 Unauthorized); \
-         set DRONE_TOKEN to the API token of a Drone admin, from the account page of the Drone UI"
+         set DRONE_TOKEN (or the parameter or secret it is read from) to the API token of a \
+         Drone admin, from the account page of the Drone UI"
     )]
     Unauthorized { url: String },
     /// 403.
