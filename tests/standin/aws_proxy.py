@@ -28,7 +28,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler
 
 from common import BadRequest, Server, emit, fail, read_body
-from throttle_proxy import hop_by_hop, parse_upstream
+from throttle_proxy import parse_upstream, relay
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -114,33 +114,14 @@ class Handler(BaseHTTPRequestHandler):
             )
             return
 
-        drop = hop_by_hop(self.headers)
-        conn = http.client.HTTPConnection(*self.upstream, timeout=60)
         try:
-            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-            for name, value in self.headers.items():
-                if name.lower() not in drop and name.lower() != "content-length":
-                    conn.putheader(name, value)
-            if body or self.command in ("POST", "PUT", "PATCH"):
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body or None)
-            resp = conn.getresponse()
-            payload = resp.read()
+            status, reason, headers, payload = relay(self, self.upstream, body)
         except (OSError, http.client.HTTPException) as e:
             emit({**line, "canned": False, "status": None})
             self.send(502, [("Content-Type", "text/plain; charset=utf-8")], f"aws_proxy: upstream failed: {e}\n".encode())
             return
-        finally:
-            conn.close()
-
-        emit({**line, "canned": False, "status": resp.status})
-        drop = hop_by_hop(resp.headers)
-        headers = [
-            (k, v)
-            for k, v in resp.headers.items()
-            if k.lower() not in drop and (k.lower() != "content-length" or self.command == "HEAD")
-        ]
-        self.send(resp.status, headers, payload, resp.reason)
+        emit({**line, "canned": False, "status": status})
+        self.send(status, headers, payload, reason)
 
 
 for _m in METHODS:

@@ -143,18 +143,8 @@ class Handler(BaseHTTPRequestHandler):
             )
             return
 
-        drop = hop_by_hop(self.headers)
-        conn = http.client.HTTPConnection(*self.upstream, timeout=60)
         try:
-            conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
-            for name, value in self.headers.items():
-                if name.lower() not in drop and name.lower() != "content-length":
-                    conn.putheader(name, value)
-            if body or self.command in ("POST", "PUT", "PATCH"):
-                conn.putheader("Content-Length", str(len(body)))
-            conn.endheaders(body or None)
-            resp = conn.getresponse()
-            payload = resp.read()
+            status, reason, headers, payload = relay(self, self.upstream, body)
         except (OSError, http.client.HTTPException) as e:
             emit({**line, "throttled": False, "upstream_status": None})
             self.send_all(
@@ -163,21 +153,43 @@ class Handler(BaseHTTPRequestHandler):
                 f"throttle_proxy: upstream failed: {e}\n".encode(),
             )
             return
-        finally:
-            conn.close()
-
-        emit({**line, "throttled": False, "upstream_status": resp.status})
-        drop = hop_by_hop(resp.headers)
-        headers = [
-            (k, v)
-            for k, v in resp.headers.items()
-            if k.lower() not in drop and (k.lower() != "content-length" or self.command == "HEAD")
-        ]
-        self.send_all(resp.status, headers, payload, resp.reason, relay=True)
+        emit({**line, "throttled": False, "upstream_status": status})
+        self.send_all(status, headers, payload, reason, relay=True)
 
 
 for _m in METHODS:
     setattr(Handler, "do_" + _m, Handler.handle_any)
+
+
+
+def relay(handler, upstream, body):
+    """Sends the request `handler` is serving to `upstream` (host, port)
+    unchanged, the Host header included (so that an AWS signature still
+    matches), and returns (status, reason, headers, payload) of the answer,
+    with the headers ready to pass back. Raises OSError or HTTPException
+    when the upstream fails."""
+    drop = hop_by_hop(handler.headers)
+    conn = http.client.HTTPConnection(*upstream, timeout=60)
+    try:
+        conn.putrequest(handler.command, handler.path, skip_host=True, skip_accept_encoding=True)
+        for name, value in handler.headers.items():
+            if name.lower() not in drop and name.lower() != "content-length":
+                conn.putheader(name, value)
+        if body or handler.command in ("POST", "PUT", "PATCH"):
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body or None)
+        resp = conn.getresponse()
+        payload = resp.read()
+    finally:
+        conn.close()
+    drop = hop_by_hop(resp.headers)
+    headers = [
+        (k, v)
+        for k, v in resp.headers.items()
+        # A relayed answer to HEAD keeps the upstream's Content-Length.
+        if k.lower() not in drop and (k.lower() != "content-length" or handler.command == "HEAD")
+    ]
+    return resp.status, resp.reason, headers, payload
 
 
 def parse_upstream(url):
