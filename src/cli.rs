@@ -48,15 +48,36 @@ pub async fn run(config: Config) -> ExitCode {
             interval.as_secs_f64()
         );
     }
-    let poller = match startup::poller(&config).await {
-        Ok(poller) => poller,
-        Err(err) if err.is_configuration() => {
-            eprintln!("drone-queue-cloudwatch: {err}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
-        Err(err) => {
-            tracing::error!("{err}");
-            return ExitCode::from(EXIT_POLL_FAILED);
+    let mut signals = signals;
+    let mut backoff = config.interval.map(daemon::Backoff::new);
+    let poller = loop {
+        match startup::poller(&config, config.mode()).await {
+            Ok(poller) => break poller,
+            Err(err) if err.is_configuration() => {
+                eprintln!("drone-queue-cloudwatch: {err}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
+            Err(err) => {
+                // The daemon outlives a failure that may pass (the network
+                // not up yet at boot, a throttled read of the token), as it
+                // does a failed poll; a single run reports it and ends.
+                let (Some(interval), Some(backoff), Some(signals)) =
+                    (config.interval, backoff.as_mut(), signals.as_mut())
+                else {
+                    tracing::error!("{err}");
+                    return ExitCode::from(EXIT_POLL_FAILED);
+                };
+                let wait = interval * backoff.failed();
+                tracing::error!(
+                    consecutive_failures = backoff.failures(),
+                    next_try_in_ms = wait.as_millis() as u64,
+                    "could not start: {err}"
+                );
+                if let Some(name) = signals.sleep(wait).await {
+                    tracing::info!("{name} received: stopping");
+                    return ExitCode::SUCCESS;
+                }
+            }
         }
     };
 

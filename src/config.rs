@@ -421,6 +421,35 @@ pub struct Config {
 }
 
 impl Config {
+    /// The settings that hold `token`: each would publish or log it. The
+    /// same check as for `DRONE_TOKEN`, for a token read later from AWS.
+    pub fn values_holding(&self, token: &Token) -> Vec<ConfigProblem> {
+        let holds = |value: &str| token.redact(value) != value;
+        let mut problems = Vec::new();
+        let mut found = |variable, flag| {
+            problems.push(ConfigProblem {
+                variable,
+                flag,
+                message: "contains the Drone token read from AWS; the token belongs only in \
+                          the parameter or secret"
+                    .into(),
+            });
+        };
+        if holds(self.drone_server.as_str()) {
+            found("DRONE_SERVER", "--drone-server");
+        }
+        if holds(&self.namespace) {
+            found("CLOUDWATCH_METRICS_NAMESPACE", "--namespace");
+        }
+        if self.grouping.label_keys.iter().flatten().any(|k| holds(k)) {
+            found("METRICS_LABEL_KEYS", "--label-keys");
+        }
+        if self.grouping.known.iter().flat_map(|g| g.0.iter()).any(|(k, v)| holds(k) || holds(v)) {
+            found("METRICS_KNOWN_GROUPS", "--known-groups");
+        }
+        problems
+    }
+
     /// What runs: `daemon` with an interval, `cli` without.
     pub fn mode(&self) -> &'static str {
         if self.interval.is_some() { "daemon" } else { "cli" }

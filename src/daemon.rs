@@ -98,6 +98,15 @@ impl Signals {
             int: signal(SignalKind::interrupt())?,
         })
     }
+
+    /// Waits `pause`, or less if a signal comes: then its name.
+    pub async fn sleep(&mut self, pause: Duration) -> Option<&'static str> {
+        tokio::select! {
+            _ = self.term.recv() => Some("SIGTERM"),
+            _ = self.int.recv() => Some("SIGINT"),
+            () = tokio::time::sleep(pause) => None,
+        }
+    }
 }
 
 /// Runs until a signal; the exit status is 0 then, and 1 when the

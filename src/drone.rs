@@ -156,7 +156,8 @@ pub enum SourceError {
     #[error(
         "the Drone server at {url} does not know the token (401 Unauthorized); \
          set DRONE_TOKEN (or the parameter or secret it is read from) to the API token of a \
-         Drone admin, from the account page of the Drone UI"
+         Drone admin, from the account page of the Drone UI; a token read from AWS is read at \
+         start, so restart the daemon (or, in Lambda, update the function) after changing it"
     )]
     Unauthorized { url: String },
     /// 403.

@@ -46,8 +46,13 @@ fn main() -> ExitCode {
             tracing::error!("{err}");
             return ExitCode::from(EXIT_CONFIG as u8);
         }
+        // A token kept in AWS is not known yet, and a value in the start
+        // line might carry it: that line comes once it is read.
         match &config {
-            Ok(config) => startup::log_start("lambda", config),
+            Ok(config) if config.drone_token.given().is_some() => {
+                startup::log_start("lambda", config);
+            }
+            Ok(_) => {}
             Err(err) => tracing::error!("{err}"),
         }
         // The token is read here, at init, once per container.
@@ -63,7 +68,9 @@ fn main() -> ExitCode {
 
     match config {
         Ok(config) => {
-            startup::log_start(config.mode(), &config);
+            if config.drone_token.given().is_some() {
+                startup::log_start(config.mode(), &config);
+            }
             let code = runtime.block_on(cli::run(config));
             // A name look-up of a dropped poll may still hold a blocking
             // thread; the daemon's prompt exit on a signal must not wait for it.

@@ -18,8 +18,10 @@ use serde_json::Value;
 use crate::config::{ConfigError, ConfigProblem, Token, TokenSource, check_token};
 use crate::drone::printable;
 
-/// Longest time one read of the token may take, retries included.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time one read of the token may take, retries included: well
+/// inside Lambda's 10 s for a function's init, and inside the shortest
+/// invocation timeout worth giving the function.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Error codes of a failure that trying again later may fix.
 const TRANSIENT_CODES: [&str; 8] = [
@@ -407,17 +409,28 @@ where
             if let Some(why) = explain(code, &message) {
                 return stored(source, None, format!("{source} {why}"));
             }
-            let said =
-                if message.is_empty() { code.to_string() } else { format!("{code}: {message}") };
-            if TRANSIENT_CODES.contains(&code) || status >= 500 {
-                unavailable(format!("{service} failed after every retry (HTTP {status}, {said})"))
+            let said = match (code.is_empty(), message.is_empty()) {
+                (true, _) => String::new(),
+                (false, true) => format!(", {code}"),
+                (false, false) => format!(", {code}: {message}"),
+            };
+            if TRANSIENT_CODES.contains(&code) || status >= 500 || status == 429 {
+                unavailable(format!("{service} failed after every retry (HTTP {status}{said})"))
+            } else if code.is_empty() {
+                // No AWS error code: the answer came from something else (a
+                // proxy's page, a wrong endpoint), which may pass or may be
+                // fixed elsewhere; it is not a verdict on the token.
+                unavailable(format!(
+                    "the answer (HTTP {status}) did not come from {service}; check \
+                     {endpoint_variable} or AWS_ENDPOINT_URL if set, and any proxy on the way"
+                ))
             } else if CREDENTIALS_CODES.contains(&code) {
                 configuration(format!(
                     "AWS did not accept the credentials ({said}); check AWS_ACCESS_KEY_ID and \
                      AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or the role of the function or machine"
                 ))
             } else {
-                configuration(format!("{service} refused the request (HTTP {status}, {said})"))
+                configuration(format!("{service} refused the request (HTTP {status}{said})"))
             }
         }
         SdkError::TimeoutError(_) => unavailable(format!(

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use crate::cloudwatch::CloudWatchSink;
-use crate::config::{Config, Token, TokenSource};
+use crate::config::{Config, ConfigError, Token, TokenSource};
 use crate::drone::{DroneClient, SourceError};
 use crate::poll::{Poller, Sinks};
 use crate::prometheus::Exposition;
@@ -42,6 +42,9 @@ pub enum StartupError {
     /// The token could not be read from Parameter Store or Secrets Manager.
     #[error("{0}")]
     Token(#[from] TokenError),
+    /// A setting holds the token read from AWS.
+    #[error("{0}")]
+    Config(ConfigError),
 }
 
 impl StartupError {
@@ -49,9 +52,10 @@ impl StartupError {
     /// must change, rather than a failure that may pass.
     pub fn is_configuration(&self) -> bool {
         match self {
-            StartupError::NoRegion { .. } | StartupError::BadRegion(_) | StartupError::Aws(_) => {
-                true
-            }
+            StartupError::NoRegion { .. }
+            | StartupError::BadRegion(_)
+            | StartupError::Aws(_)
+            | StartupError::Config(_) => true,
             StartupError::Token(err) => !err.is_transient(),
             StartupError::Drone(_) => false,
         }
@@ -105,10 +109,21 @@ pub fn log_start(mode: &str, config: &Config) {
 ///
 /// [`StartupError`] when the token cannot be read or a client cannot be
 /// built.
-pub async fn poller(config: &Config) -> Result<Poller, StartupError> {
+pub async fn poller(config: &Config, mode: &str) -> Result<Poller, StartupError> {
     let token = match &config.drone_token {
         TokenSource::Given(token) => token.clone(),
-        kept => read_token(kept).await?,
+        kept => {
+            let token = read_token(kept).await?;
+            // What the configuration check did for DRONE_TOKEN, now that the
+            // token is known: no value that is published or logged may
+            // carry it. The start line waited for this.
+            let problems = config.values_holding(&token);
+            if !problems.is_empty() {
+                return Err(StartupError::Config(ConfigError(problems)));
+            }
+            log_start(mode, config);
+            token
+        }
     };
     let drone = DroneClient::new(&config.drone_server, token)?;
     let cloudwatch = if config.sinks.has(SinkKind::CloudWatch) {
@@ -168,6 +183,10 @@ async fn read_token(source: &TokenSource) -> Result<Token, StartupError> {
     Ok(secret::read(source, &shared).await?)
 }
 
+// TODO(#6): a token changed in AWS reaches a warm container or a running
+// daemon only after a restart (the 401 message says so); reading it again on
+// a 401 needs a Drone client whose token can change under a running poll.
+
 /// The poller of a Lambda container, built at init.
 ///
 /// When the token could not be read then, each invocation tries again
@@ -209,7 +228,7 @@ impl LambdaPoller {
             .config
             .as_ref()
             .map_err(|err| NotReady { error_type: "ConfigurationError", message: err.clone() })?;
-        self.built.get_or_try_init(|| poller(config)).await.map_err(|err| {
+        self.built.get_or_try_init(|| poller(config, "lambda")).await.map_err(|err| {
             tracing::error!("{err}");
             NotReady {
                 error_type: match err {

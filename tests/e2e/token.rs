@@ -561,3 +561,54 @@ fn the_token_never_shows_even_at_trace_level() {
         &[("DRONE_TOKEN_SECRET_ID", &id), ("DRONE_TOKEN_SECRET_KEY", "token")],
     );
 }
+
+#[test]
+fn a_setting_that_holds_the_token_read_from_aws_is_refused_before_anything_is_logged() {
+    let (name, _) = parameter("pasted", TOKEN, ParameterType::SecureString);
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    // The token pasted into the namespace: it would be published.
+    let env = with(kept_env(&drone, TOKEN, &moto()), &[("DRONE_TOKEN_SSM_PARAMETER", &name)]);
+    for args in [&[][..], &["--dry-run"][..]] {
+        let run = run(&env, args);
+        assert_eq!(run.code, Some(2), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(
+                "CLOUDWATCH_METRICS_NAMESPACE (--namespace): contains the Drone token read from AWS"
+            ),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.output().contains(TOKEN), "{}", run.output());
+        assert!(!run.stderr.contains("starting"), "the start line came first: {}", run.stderr);
+    }
+    assert!(queue_auth(&drone).is_empty(), "the queue was read");
+    assert!(stored(TOKEN).is_empty(), "something was published under the token");
+}
+
+#[test]
+fn the_daemon_waits_out_a_token_read_that_may_pass_and_then_polls() {
+    let (name, _) = parameter("daemon-retry", TOKEN, ParameterType::SecureString);
+    let proxy = aws_proxy(json!([{
+        "target": "AmazonSSM.GetParameter", "times": 2, "status": 500,
+        "type": "InternalServerError", "message": "try again"
+    }]));
+    let drone = drone_serving("drone_02_two_groups_standard_gpu.json");
+    let env = with(
+        kept_env(&drone, "Drone", &proxy.url()),
+        &[
+            ("DRONE_TOKEN_SSM_PARAMETER", &name),
+            ("AWS_MAX_ATTEMPTS", "1"),
+            ("METRICS_SINKS", "emf"),
+            ("POLL_INTERVAL", "1s"),
+        ],
+    );
+    let mut daemon = Daemon::start(&env);
+    daemon.wait_log("poll complete", std::time::Duration::from_secs(20));
+    daemon.signal(libc::SIGTERM);
+    let run = daemon.finish();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // Two failed reads, 1 and 2 ticks apart, then the one that worked.
+    assert_eq!(targets(&proxy), ["AmazonSSM.GetParameter"; 3]);
+    assert!(run.stderr.contains("consecutive_failures=2 next_try_in_ms=2000"), "{}", run.stderr);
+    assert!(!run.output().contains(TOKEN));
+}
