@@ -575,6 +575,16 @@ def _templatefile(path, variables):
     return out
 
 
+def _replace(text, search, replacement):
+    """Terraform's replace: a search written /like this/ is a regular expression."""
+    _str(text), _str(search), _str(replacement)
+    if len(search) > 1 and search.startswith("/") and search.endswith("/"):
+        if "$" in replacement:
+            raise Unsupported("replace: capture group references in the replacement")
+        return re.sub(search[1:-1], lambda m: replacement, text)
+    return text.replace(search, replacement)
+
+
 def _coalesce(*values):
     for v in values:
         if v is not None and v != "":
@@ -601,6 +611,7 @@ FUNCTIONS = {
     "merge": lambda *ms: {k: v for m in ms for k, v in m.items()},
     "one": lambda l: (None if not l else l[0]) if len(l) <= 1 else _need(False, "more than one element"),
     "regex": _regex,
+    "replace": _replace,
     "setintersection": lambda *ls: [x for x in ls[0] if all(x in l for l in ls[1:])],
     "sort": lambda l: sorted(_str(x) for x in l),
     "startswith": lambda s, prefix: _str(s).startswith(_str(prefix)),
