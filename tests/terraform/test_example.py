@@ -68,7 +68,7 @@ class Protection(unittest.TestCase):
 
         module = Config(MODULE, arguments, {
             ("aws_partition", "current"): {"partition": "aws"},
-            ("aws_region", "current"): {"name": REGION},
+            ("aws_region", "current"): {"id": REGION},
             ("aws_caller_identity", "current"): {"account_id": ACCOUNT},
             ("aws_cloudwatch_log_group", "this"): {"arn": "arn:aws:logs:x", "name": "x"},
         })

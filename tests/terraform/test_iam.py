@@ -35,7 +35,7 @@ def config(**overrides):
     name = variables.get("name", "drone-queue-cloudwatch")
     stubs = {
         ("aws_partition", "current"): {"partition": "aws"},
-        ("aws_region", "current"): {"name": REGION},
+        ("aws_region", "current"): {"id": REGION},
         ("aws_caller_identity", "current"): {"account_id": ACCOUNT},
         ("aws_cloudwatch_log_group", "this"): {
             "arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{name}",
