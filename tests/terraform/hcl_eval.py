@@ -134,14 +134,15 @@ class Config:
                     errors.setdefault(name, []).append(self.eval(rule.attrs["error_message"]))
         return errors
 
-    def precondition_errors(self, kind, labels):
-        """The error messages of the failing lifecycle preconditions of a resource."""
+    def precondition_errors(self, kind, labels, scope=None):
+        """The error messages of the failing lifecycle preconditions of a resource
+        (of one instance, with scope from instances())."""
         body = self.data[labels] if kind == "data" else self.resources[labels]
         errors = []
         for lifecycle in body.blocks_of("lifecycle"):
             for rule in lifecycle.blocks_of("precondition"):
-                if self.eval(rule.attrs["condition"]) is not True:
-                    errors.append(self.eval(rule.attrs["error_message"]))
+                if self.eval(rule.attrs["condition"], scope) is not True:
+                    errors.append(self.eval(rule.attrs["error_message"], scope))
         return errors
 
     def count(self, kind, labels):
