@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The Terraform checks: every .tf file under terraform/ parses (python-hcl2),
-# checkov reports no failed check beyond the skips that terraform/.checkov.yaml
-# lists with their reasons, and tests/terraform/test_*.py pass (the module's
-# IAM statements for each configuration, the example's scaling setup).
+# The Terraform checks: every .tf file under terraform/ parses (python-hcl2);
+# every var., local., module., data. and resource reference in each directory
+# names something declared there (tests/terraform/check_refs.py); checkov
+# reports no failed check beyond the skips that terraform/.checkov.yaml lists
+# with their reasons; and tests/terraform/test_*.py pass (the module's IAM
+# statements for each configuration, the example's scaling setup, and that
+# check_refs.py catches what it should).
 #
 # Installs what it needs, when missing, into two Python environments under
 # .tmp: checkov pins its own fork of the HCL parser, which installs a module
@@ -39,7 +42,7 @@ ensure_venv "$HCL2_VENV" "${HCL2_PACKAGES[@]}"
 ensure_venv "$CHECKOV_VENV" "${CHECKOV_PACKAGES[@]}"
 
 passed=0 failed=0
-# result NAME STATUS: counts one of the three parts.
+# result NAME STATUS: counts one of the four parts.
 result() {
   if [ "$2" -eq 0 ]; then
     echo "ok - $1"
@@ -71,6 +74,11 @@ print(f"{len(files) - bad} of {len(files)} files parse")
 sys.exit(1 if bad else 0)
 PY
 result "every .tf file parses" $rc
+
+echo "-- every reference names something declared"
+rc=0
+PYTHONPATH=tests/terraform "$HCL2_VENV/bin/python" tests/terraform/check_refs.py terraform || rc=1
+result "every reference names something declared" $rc
 
 echo "-- checkov"
 netless=()

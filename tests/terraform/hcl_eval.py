@@ -134,14 +134,15 @@ class Config:
                     errors.setdefault(name, []).append(self.eval(rule.attrs["error_message"]))
         return errors
 
-    def precondition_errors(self, kind, labels):
-        """The error messages of the failing lifecycle preconditions of a resource."""
+    def precondition_errors(self, kind, labels, scope=None):
+        """The error messages of the failing lifecycle preconditions of a resource
+        (of one instance, with scope from instances())."""
         body = self.data[labels] if kind == "data" else self.resources[labels]
         errors = []
         for lifecycle in body.blocks_of("lifecycle"):
             for rule in lifecycle.blocks_of("precondition"):
-                if self.eval(rule.attrs["condition"]) is not True:
-                    errors.append(self.eval(rule.attrs["error_message"]))
+                if self.eval(rule.attrs["condition"], scope) is not True:
+                    errors.append(self.eval(rule.attrs["error_message"], scope))
         return errors
 
     def count(self, kind, labels):
@@ -575,6 +576,16 @@ def _templatefile(path, variables):
     return out
 
 
+def _replace(text, search, replacement):
+    """Terraform's replace: a search written /like this/ is a regular expression."""
+    _str(text), _str(search), _str(replacement)
+    if len(search) > 1 and search.startswith("/") and search.endswith("/"):
+        if "$" in replacement:
+            raise Unsupported("replace: capture group references in the replacement")
+        return re.sub(search[1:-1], lambda m: replacement, text)
+    return text.replace(search, replacement)
+
+
 def _coalesce(*values):
     for v in values:
         if v is not None and v != "":
@@ -601,6 +612,7 @@ FUNCTIONS = {
     "merge": lambda *ms: {k: v for m in ms for k, v in m.items()},
     "one": lambda l: (None if not l else l[0]) if len(l) <= 1 else _need(False, "more than one element"),
     "regex": _regex,
+    "replace": _replace,
     "setintersection": lambda *ls: [x for x in ls[0] if all(x in l for l in ls[1:])],
     "sort": lambda l: sorted(_str(x) for x in l),
     "startswith": lambda s, prefix: _str(s).startswith(_str(prefix)),

@@ -54,6 +54,68 @@ def resource_text(path, kind, name):
     raise KeyError(f"{kind}.{name} in {path}")
 
 
+def poller(cfg):
+    """The module as the example calls it."""
+    return Config(MODULE, cfg.module_arguments("queue_metrics"), {
+        ("aws_partition", "current"): {"partition": "aws"},
+        ("aws_region", "current"): {"id": REGION},
+        ("aws_caller_identity", "current"): {"account_id": ACCOUNT},
+        ("aws_cloudwatch_log_group", "this"): {"arn": "arn:aws:logs:x", "name": "x"},
+    })
+
+
+GROUP = {"labels": {"class": "arm", "os": "linux"}, "instance_type": "c7g.xlarge", "capacity": 2,
+         "min_size": 0, "max_size": 5, "disk_gb": 100, "gpu": False}
+
+
+class Groups(unittest.TestCase):
+    def ami_errors(self, cfg):
+        return {key: cfg.precondition_errors("resource", ("aws_launch_template", "workers"), scope)
+                for key, scope, _ in cfg.instances("resource", ("aws_launch_template", "workers"))}
+
+    def test_a_group_added_with_its_ami(self):
+        cfg = example(groups={"standard": dict(GROUP, labels={"class": "standard"}), "arm": GROUP},
+                      ami_ids={"standard": "ami-0std", "arm": "ami-0arm", "gpu": "ami-0unused"})
+        self.assertEqual(cfg.validation_errors(), {})
+        self.assertEqual(self.ami_errors(cfg), {"arm": [], "standard": []})
+        images = {key: cfg.attr(body, "image_id", scope)
+                  for key, scope, body in cfg.instances("resource", ("aws_launch_template", "workers"))}
+        self.assertEqual(images, {"arm": "ami-0arm", "standard": "ami-0std"})
+        self.assertEqual(cfg.module_arguments("queue_metrics")["protected_groups"],
+                         ["ci-runners-arm", "ci-runners-standard"])
+
+    def test_a_group_without_its_ami_is_named(self):
+        cfg = example(groups={"arm": GROUP}, ami_ids={"standard": "ami-0std"})
+        self.assertEqual(self.ami_errors(cfg), {"arm": [
+            'ami_ids has no AMI for the group "arm": add arm = "ami-..." to ami_ids.']})
+
+    def test_ami_ids_are_ami_ids(self):
+        self.assertIn("ami_ids", example(ami_ids={"standard": "ubuntu", "gpu": "ami-0gpu"}).validation_errors())
+
+
+class Token(unittest.TestCase):
+    def token_statements(self, cfg):
+        return [s for s in poller(cfg).policy("function")["Statement"]
+                if s["Sid"].startswith(("ReadToken", "DecryptToken"))]
+
+    def test_parameter_by_default(self):
+        (st,) = self.token_statements(example())
+        self.assertEqual(st["Resource"], f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/drone/queue-metrics/token")
+
+    def test_secret_with_key_and_kms_key(self):
+        key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        cfg = example(drone_token_secret_id="ci/drone", drone_token_secret_key="token", drone_token_kms_key_arn=key)
+        module = poller(cfg)
+        self.assertEqual(module.validation_errors(), {})
+        read, decrypt = self.token_statements(cfg)
+        self.assertEqual(read["Resource"], f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:ci/drone-??????")
+        self.assertEqual(decrypt["Condition"]["StringEquals"]["kms:ViaService"], f"secretsmanager.{REGION}.amazonaws.com")
+        (function,) = module.resources[("aws_lambda_function", "this")].blocks_of("environment")
+        env = module.attr(function, "variables")
+        self.assertEqual((env["DRONE_TOKEN_SECRET_ID"], env["DRONE_TOKEN_SECRET_KEY"]), ("ci/drone", "token"))
+        self.assertNotIn("DRONE_TOKEN_SSM_PARAMETER", env)
+
+
 class Protection(unittest.TestCase):
     def test_the_poller_protects_exactly_the_worker_groups(self):
         cfg = example()
@@ -64,14 +126,10 @@ class Protection(unittest.TestCase):
         arguments = cfg.module_arguments("queue_metrics")
         self.assertEqual(arguments["protected_groups"], ["ci-runners-gpu", "ci-runners-standard"])
         self.assertEqual(arguments["known_groups"], [{"class": "gpu", "os": "linux"}, {"class": "standard", "os": "linux"}])
-        self.assertEqual(arguments["token"], {"ssm_parameter": "/drone/queue-metrics/token"})
+        self.assertEqual(arguments["token"], {"ssm_parameter": "/drone/queue-metrics/token", "secret_id": None,
+                                              "secret_key": None, "kms_key_arn": None})
 
-        module = Config(MODULE, arguments, {
-            ("aws_partition", "current"): {"partition": "aws"},
-            ("aws_region", "current"): {"name": REGION},
-            ("aws_caller_identity", "current"): {"account_id": ACCOUNT},
-            ("aws_cloudwatch_log_group", "this"): {"arn": "arn:aws:logs:x", "name": "x"},
-        })
+        module = poller(cfg)
         self.assertEqual(module.validation_errors(), {})
         (protect,) = [s for s in module.policy("function")["Statement"] if s["Sid"] == "ProtectInstancesOfNamedGroups"]
         self.assertEqual(protect["Resource"], [

@@ -35,7 +35,7 @@ def config(**overrides):
     name = variables.get("name", "drone-queue-cloudwatch")
     stubs = {
         ("aws_partition", "current"): {"partition": "aws"},
-        ("aws_region", "current"): {"name": REGION},
+        ("aws_region", "current"): {"id": REGION},
         ("aws_caller_identity", "current"): {"account_id": ACCOUNT},
         ("aws_cloudwatch_log_group", "this"): {
             "arn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/{name}",
@@ -122,6 +122,39 @@ class Statements(unittest.TestCase):
     def test_parameter_name_without_leading_slash(self):
         cfg = config(token={"ssm_parameter": "drone-token"})
         self.assertEqual(statements(cfg)[2]["Resource"], f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/drone-token")
+
+    def test_plain_parameter_name(self):
+        cfg = config(token={"ssm_parameter": "/ci/drone/token"})
+        self.assertEqual(statements(cfg)[2]["Resource"], f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/ci/drone/token")
+
+    def test_parameter_version_or_label_is_not_part_of_the_resource(self):
+        # GetParameter takes NAME:3 or NAME:live; IAM matches the ARN without it.
+        for name, resource in (
+            ("/drone/token:3", "parameter/drone/token"),
+            ("/drone/token:live", "parameter/drone/token"),
+            ("drone-token:12", "parameter/drone-token"),
+            ("/ci/drone.token_v2:prod-2", "parameter/ci/drone.token_v2"),
+        ):
+            with self.subTest(name=name):
+                cfg = config(token={"ssm_parameter": name})
+                self.assertStatements(cfg, [
+                    LOGS, PUT_METRIC_DATA,
+                    dict(TOKEN_PARAMETER, Resource=f"arn:aws:ssm:{REGION}:{ACCOUNT}:{resource}"),
+                ])
+                # The product still asks for that version or label.
+                self.assertEqual(environment(cfg)["DRONE_TOKEN_SSM_PARAMETER"], name)
+
+    def test_parameter_arn_with_a_label_or_version_loses_it(self):
+        arn = f"arn:aws:ssm:us-east-2:{ACCOUNT}:parameter/ci/drone/token"
+        for selector in (":live", ":3"):
+            with self.subTest(selector=selector):
+                cfg = config(token={"ssm_parameter": arn + selector})
+                self.assertStatements(cfg, [LOGS, PUT_METRIC_DATA, dict(TOKEN_PARAMETER, Resource=arn)])
+
+    def test_parameter_arn_of_a_name_without_hierarchy(self):
+        arn = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/drone-token"
+        self.assertEqual(statements(config(token={"ssm_parameter": arn}))[2]["Resource"], arn)
+        self.assertEqual(statements(config(token={"ssm_parameter": arn + ":7"}))[2]["Resource"], arn)
 
     def test_parameter_given_as_arn_is_used_as_it_is(self):
         arn = f"arn:aws:ssm:us-east-2:{ACCOUNT}:parameter/ci/drone/token"

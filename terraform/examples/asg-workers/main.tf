@@ -10,10 +10,17 @@ module "queue_metrics" {
 
   name         = "${var.name}-queue-metrics"
   drone_server = var.drone_server
-  token        = { ssm_parameter = var.drone_token_parameter }
   namespace    = var.namespace
   architecture = var.lambda_architecture
   package      = { file = var.lambda_zip }
+
+  # The secret when one is named, else the parameter.
+  token = {
+    ssm_parameter = var.drone_token_secret_id == null ? var.drone_token_parameter : null
+    secret_id     = var.drone_token_secret_id
+    secret_key    = var.drone_token_secret_key
+    kms_key_arn   = var.drone_token_kms_key_arn
+  }
 
   # Every group publishes every poll, zeros included, so that target tracking
   # sees an idle group as 0 builds per worker and scales it in.

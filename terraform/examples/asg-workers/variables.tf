@@ -4,7 +4,7 @@ variable "region" {
 }
 
 variable "name" {
-  description = "Prefix of every name: the groups are NAME-standard and NAME-gpu, the poller NAME-queue-metrics."
+  description = "Prefix of every name: each group is NAME-KEY (KEY its key in groups), the poller NAME-queue-metrics."
   type        = string
   default     = "ci-runners"
 }
@@ -15,9 +15,27 @@ variable "drone_server" {
 }
 
 variable "drone_token_parameter" {
-  description = "Name of the SecureString parameter holding a Drone admin token, read by the poller."
+  description = "Name of the SecureString parameter holding a Drone admin token, read by the poller. Not used when drone_token_secret_id is set."
   type        = string
   default     = "/drone/queue-metrics/token"
+}
+
+variable "drone_token_secret_id" {
+  description = "Name or ARN of a Secrets Manager secret holding the Drone admin token, read by the poller instead of drone_token_parameter. null: the parameter."
+  type        = string
+  default     = null
+}
+
+variable "drone_token_secret_key" {
+  description = "When the secret's string is JSON: the key holding the token, e.g. \"token\" for {\"token\": \"...\"}. Only with drone_token_secret_id."
+  type        = string
+  default     = null
+}
+
+variable "drone_token_kms_key_arn" {
+  description = "ARN of the customer-managed KMS key the token's parameter or secret is encrypted with. null: the AWS managed key, which needs no permission of the poller's own."
+  type        = string
+  default     = null
 }
 
 variable "runner_compose_parameter" {
@@ -55,12 +73,12 @@ variable "vpc_id" {
 }
 
 variable "ami_ids" {
-  description = "AMI per group (keys standard and gpu), with Docker Engine and its Compose plugin, the AWS CLI and curl; the gpu one also with the NVIDIA driver and the NVIDIA Container Toolkit (nvidia-ctk)."
+  description = "AMI of each group, by its key in groups (standard and gpu by default), with Docker Engine and its Compose plugin, the AWS CLI and curl; those of gpu groups also with the NVIDIA driver and the NVIDIA Container Toolkit (nvidia-ctk). Every group needs one; keys of no group are ignored."
   type        = map(string)
 
   validation {
-    condition     = toset(keys(var.ami_ids)) == toset(["standard", "gpu"])
-    error_message = "ami_ids needs exactly the keys standard and gpu."
+    condition     = alltrue([for id in values(var.ami_ids) : can(regex("^ami-[0-9a-z]+$", id))])
+    error_message = "ami_ids: each value must be an AMI id (ami-...)."
   }
 }
 

@@ -109,6 +109,15 @@ resource "aws_launch_template" "workers" {
     resource_type = "volume"
     tags          = { Name = local.group_names[each.key] }
   }
+
+  # Groups are added or renamed in groups; each needs its AMI. (A validation
+  # of ami_ids cannot read groups before Terraform 1.9.)
+  lifecycle {
+    precondition {
+      condition     = contains(keys(var.ami_ids), each.key)
+      error_message = "ami_ids has no AMI for the group \"${each.key}\": add ${each.key} = \"ami-...\" to ami_ids."
+    }
+  }
 }
 
 resource "aws_autoscaling_group" "workers" {

@@ -6,10 +6,16 @@ locals {
   grant_put_metric_data  = contains(var.sinks, "cloudwatch")
   decrypt_token_with_kms = var.token.kms_key_arn != null
 
-  # GetParameter wants the name without its leading slash in the ARN.
+  # GetParameter accepts NAME:VERSION and NAME:LABEL (and ARNs ending so), but
+  # IAM matches the parameter's ARN without the selector. Parameter names hold
+  # no ":", so a last ":" followed by no "/" starts a selector; an ARN without
+  # one ends in "parameter/NAME", which has a "/".
+  token_parameter = local.token_in_ssm ? replace(var.token.ssm_parameter, "/:[^:/]+$/", "") : null
+
+  # The name goes into the ARN without its leading slash.
   token_parameter_arn = local.token_in_ssm ? (
-    startswith(var.token.ssm_parameter, "arn:") ? var.token.ssm_parameter :
-    "arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter/${trimprefix(var.token.ssm_parameter, "/")}"
+    startswith(local.token_parameter, "arn:") ? local.token_parameter :
+    "arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter/${trimprefix(local.token_parameter, "/")}"
   ) : null
 
   # A secret's ARN ends in "-" and six random characters; given its name, the

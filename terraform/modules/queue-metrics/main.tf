@@ -2,9 +2,11 @@ data "aws_partition" "current" {}
 data "aws_region" "current" {}
 data "aws_caller_identity" "current" {}
 
+# The region's name is its id in AWS provider 5.x and 6.x alike: name is
+# deprecated in 6.x, and region, which replaces it, does not exist in 5.x.
 locals {
   partition  = data.aws_partition.current.partition
-  region     = data.aws_region.current.name
+  region     = data.aws_region.current.id
   account_id = data.aws_caller_identity.current.account_id
 
   token_in_ssm             = var.token.ssm_parameter != null
