@@ -22,12 +22,11 @@ Request bodies and answers are never printed: they carry the secrets.
 import argparse
 import http.client
 import json
-import signal
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler
 
-from common import BadRequest, Server, emit, fail, read_body
+from common import BadRequest, Server, emit, fail, read_body, serve
 from throttle_proxy import parse_upstream, relay
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -137,17 +136,7 @@ def main():
     Handler.upstream = parse_upstream(args.upstream)
     Handler.answers = load_answers(args.answers) if args.answers else []
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server = Server(("127.0.0.1", args.port), Handler)
-    print(f"LISTENING {server.server_address[1]}", flush=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    while not stop.wait(0.2):
-        pass
-    server.shutdown()
-    server.server_close()
+    serve(Server(("127.0.0.1", args.port), Handler))
 
 
 if __name__ == "__main__":

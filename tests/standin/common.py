@@ -3,6 +3,7 @@ and a threaded HTTP server that tolerates clients hanging up."""
 
 import json
 import os
+import signal
 import sys
 import threading
 from http.server import ThreadingHTTPServer
@@ -15,6 +16,23 @@ def emit(obj):
     with _print_lock:
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
+
+
+def serve(server, stop=None, listening=None):
+    """Prints "LISTENING <port>", runs `listening` (if given), then serves
+    until SIGTERM or SIGINT (or until `stop` is set), and shuts down."""
+    stop = stop or threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"LISTENING {server.server_address[1]}", flush=True)
+    if listening is not None:
+        listening()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    while not stop.wait(0.2):
+        pass
+    server.shutdown()
+    server.server_close()
 
 
 def fail(message):

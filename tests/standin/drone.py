@@ -27,14 +27,13 @@ import argparse
 import hmac
 import json
 import os
-import signal
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
-from common import BadRequest, Server, emit, fail, read_body
+from common import BadRequest, Server, emit, fail, read_body, serve
 
 STEP_KEYS = {"fixture", "body", "status", "content_type", "delay", "auth", "close"}
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -201,20 +200,6 @@ class Handler(BaseHTTPRequestHandler):
 
 for _m in METHODS:
     setattr(Handler, "do_" + _m, Handler.handle_any)
-
-
-def serve(server):
-    """Prints LISTENING, serves until SIGTERM/SIGINT, then shuts down."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print(f"LISTENING {server.server_address[1]}", flush=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    while not stop.wait(0.2):
-        pass
-    server.shutdown()
-    server.server_close()
 
 
 def main():

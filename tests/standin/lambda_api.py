@@ -19,7 +19,6 @@ import argparse
 import json
 import re
 import select
-import signal
 import socket
 import sys
 import threading
@@ -27,7 +26,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import unquote, urlsplit
 
-from common import BadRequest, Server, emit, fail, read_body
+from common import BadRequest, Server, emit, fail, read_body, serve
 
 API = "/2018-06-01/runtime"
 NEXT_PATH = API + "/invocation/next"
@@ -215,18 +214,9 @@ def main():
         fail("--deadline-ms must be positive")
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     Handler.invocations = Invocations(events, args.deadline_ms, stop)
-    server = Server(("127.0.0.1", args.port), Handler)
-    print(f"LISTENING {server.server_address[1]}", flush=True)
-    Handler.invocations.maybe_done()  # no events: done at once
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    while not stop.wait(0.2):
-        pass
-    server.shutdown()
-    server.server_close()
+    # With no events it is done at once.
+    serve(Server(("127.0.0.1", args.port), Handler), stop, Handler.invocations.maybe_done)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,13 @@ to Auto Scaling and EC2 (both Query protocol) in front of moto.
 import argparse
 import http.client
 import json
-import signal
 import sys
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from common import BadRequest, Server, emit, fail, read_body
+from common import BadRequest, Server, emit, fail, read_body, serve
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 HOP_BY_HOP = {
@@ -220,17 +219,7 @@ def main():
     Handler.upstream = parse_upstream(args.upstream)
     Handler.throttle = args.throttle
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server = Server(("127.0.0.1", args.port), Handler)
-    print(f"LISTENING {server.server_address[1]}", flush=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    thread.start()
-    while not stop.wait(0.2):
-        pass
-    server.shutdown()
-    server.server_close()
+    serve(Server(("127.0.0.1", args.port), Handler))
 
 
 if __name__ == "__main__":
